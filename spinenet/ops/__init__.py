@@ -1,0 +1,1 @@
+"""Pure TensorFlow functions: box coding, IoU, anchors, matching, post-processing."""
