@@ -1,0 +1,154 @@
+"""Dense prediction heads: the RetinaNet class and box subnets, and the classification head."""
+import math
+
+import tensorflow as tf
+import tf_keras as keras
+
+from spinenet.modeling import activations
+from spinenet.modeling import layers as layers_lib
+
+# The class bias starts at the prior probability pi = 0.01 (RetinaNet, Sec. 4.1).
+_PRIOR_PROBABILITY = 0.01
+
+
+class RetinaNetHead(keras.layers.Layer):
+  """Class and box subnets shared across levels, with one batch norm per level.
+
+  Each subnet is `num_convs` x (3x3 conv + norm + activation) followed by a
+  3x3 predictor. Convs and predictors are shared by all levels; batch norms
+  are not (statistics differ per level).
+
+  Args:
+    min_level, max_level: int. Levels the head runs on.
+    num_classes: int. Class logits per anchor (index 0 is background).
+    num_anchors: int. Anchors per location.
+    num_convs: int. Convs per subnet. Defaults to 4.
+    num_filters: int. Width of those convs. Defaults to 256.
+    use_separable_conv: bool. Depthwise-separable convs (Mobile SpineNet).
+    activation, use_sync_bn, norm_momentum, norm_epsilon: as in the backbone.
+    kernel_regularizer: optional regularizer of conv kernels.
+
+  Call arguments:
+    features: dict `{str(level): float [B, H_l, W_l, C]}`.
+
+  Returns:
+    `(class_logits, box_deltas)`: dicts `{str(level): [B, H_l, W_l,
+    num_anchors * num_classes]}` and `{str(level): [B, H_l, W_l,
+    num_anchors * 4]}` (dy, dx, dh, dw per anchor), anchor-major.
+  """
+
+  def __init__(self, min_level, max_level, num_classes, num_anchors, num_convs=4,
+               num_filters=256, use_separable_conv=False, activation='relu',
+               use_sync_bn=False, norm_momentum=0.99, norm_epsilon=1e-3,
+               kernel_regularizer=None, **kwargs):
+    super().__init__(**kwargs)
+    self._config = dict(
+        min_level=min_level, max_level=max_level, num_classes=num_classes,
+        num_anchors=num_anchors, num_convs=num_convs, num_filters=num_filters,
+        use_separable_conv=use_separable_conv, activation=activation,
+        use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
+        norm_epsilon=norm_epsilon)
+    self._kernel_regularizer = kernel_regularizer
+    self._act = activations.get(activation)
+    self.levels = [str(l) for l in range(min_level, max_level + 1)]
+    self.class_convs, self.class_norms, self.classifier = self._subnet(
+        'class', num_classes * num_anchors,
+        keras.initializers.Constant(-math.log((1 - _PRIOR_PROBABILITY) / _PRIOR_PROBABILITY)))
+    self.box_convs, self.box_norms, self.box_regressor = self._subnet(
+        'box', 4 * num_anchors, 'zeros')
+
+  def _conv(self, filters, name, bias_initializer, predictor):
+    c = self._config
+    if c['use_separable_conv']:
+      std = 0.03 if predictor else 0.01
+      return keras.layers.SeparableConv2D(
+          filters, 3, padding='same', name=name, bias_initializer=bias_initializer,
+          depthwise_initializer=keras.initializers.RandomNormal(stddev=std),
+          pointwise_initializer=keras.initializers.RandomNormal(stddev=std),
+          depthwise_regularizer=self._kernel_regularizer,
+          pointwise_regularizer=self._kernel_regularizer)
+    return keras.layers.Conv2D(
+        filters, 3, padding='same', name=name, bias_initializer=bias_initializer,
+        kernel_initializer=keras.initializers.RandomNormal(
+            stddev=1e-5 if predictor else 0.01),
+        kernel_regularizer=self._kernel_regularizer)
+
+  def _subnet(self, prefix, out_filters, bias_initializer):
+    c = self._config
+    convs = [self._conv(c['num_filters'], f'{prefix}_conv_{i}', 'zeros', False)
+             for i in range(c['num_convs'])]
+    norms = {level: [keras.layers.BatchNormalization(
+        momentum=c['norm_momentum'], epsilon=c['norm_epsilon'],
+        synchronized=c['use_sync_bn'], name=f'{prefix}_norm_{level}_{i}')
+                     for i in range(c['num_convs'])] for level in self.levels}
+    predictor = self._conv(out_filters, f'{prefix}_predictor', bias_initializer, True)
+    return convs, norms, predictor
+
+  def _tower(self, x, convs, norms, training):
+    for conv, norm in zip(convs, norms):
+      x = self._act(norm(conv(x), training=training))
+    return x
+
+  def call(self, features, training=None):
+    class_logits, box_deltas = {}, {}
+    for level in self.levels:
+      x = features[level]
+      class_logits[level] = self.classifier(
+          self._tower(x, self.class_convs, self.class_norms[level], training))
+      box_deltas[level] = self.box_regressor(
+          self._tower(x, self.box_convs, self.box_norms[level], training))
+    return class_logits, box_deltas
+
+  def get_config(self):
+    return dict(super().get_config(), **self._config,
+                kernel_regularizer=keras.regularizers.serialize(self._kernel_regularizer)
+                if self._kernel_regularizer else None)
+
+
+class ClassificationHead(keras.layers.Layer):
+  """The paper's classification head over multi-level features.
+
+  `fusion='average'` (the paper): P3..P7 nearest-upsampled to P3's size and
+  averaged, then global average pooled. Since nearest upsampling by an integer
+  factor repeats every pixel equally often, this equals the mean over levels
+  of each level's global average pool, which is what is computed (exactly, at
+  a fraction of the cost). `fusion='top'`: the pooled top level only (the
+  Model Garden's SpineNet classifier). Then dropout and a linear layer.
+
+  Args:
+    num_classes: int.
+    dropout_rate: float. Defaults to 0.
+    fusion: 'average' or 'top'.
+    kernel_regularizer: optional regularizer of the linear layer.
+
+  Call arguments:
+    features: dict `{str(level): float [B, H_l, W_l, C]}`.
+
+  Returns:
+    float `[B, num_classes]` logits.
+  """
+
+  def __init__(self, num_classes, dropout_rate=0.0, fusion='average',
+               kernel_regularizer=None, **kwargs):
+    super().__init__(**kwargs)
+    if fusion not in ('average', 'top'):
+      raise ValueError(f"`fusion` must be 'average' or 'top'. Received: fusion={fusion!r}")
+    self.num_classes, self.dropout_rate, self.fusion = num_classes, dropout_rate, fusion
+    self.dropout = keras.layers.Dropout(dropout_rate)
+    self.linear = keras.layers.Dense(
+        num_classes, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+        kernel_regularizer=kernel_regularizer, name='logits')
+
+  def call(self, features, training=None):
+    levels = sorted(features, key=int)
+    if self.fusion == 'top':
+      x = tf.reduce_mean(features[levels[-1]], axis=[1, 2])
+    else:
+      x = tf.add_n([tf.reduce_mean(features[l], axis=[1, 2]) for l in levels])
+      x = x / float(len(levels))
+    x = self.dropout(x, training=training)
+    return self.linear(x)
+
+  def get_config(self):
+    return dict(super().get_config(), num_classes=self.num_classes,
+                dropout_rate=self.dropout_rate, fusion=self.fusion)

@@ -1,0 +1,351 @@
+"""Building blocks of SpineNet: residual, bottleneck and MBConv blocks.
+
+Every block takes the same normalization / initialization options
+(`BlockOptions`), so a backbone builds them from one place. Blocks are
+channels-last and keep the input's spatial size unless `strides` > 1.
+"""
+import dataclasses
+from typing import Any, Optional
+
+import tensorflow as tf
+import tf_keras as keras
+
+from spinenet.modeling import activations
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockOptions:
+  """Options shared by every conv / norm / activation in a backbone.
+
+  Attributes:
+    activation: name in `activations.ACTIVATIONS`.
+    use_sync_bn: synchronize batch statistics across replicas.
+    norm_momentum: moving-average momentum of batch norm.
+    norm_epsilon: batch norm epsilon.
+    kernel_initializer: Keras initializer name or object for conv kernels.
+    kernel_regularizer: optional Keras regularizer for conv kernels.
+  """
+  activation: str = 'relu'
+  use_sync_bn: bool = False
+  norm_momentum: float = 0.99
+  norm_epsilon: float = 1e-3
+  kernel_initializer: Any = 'VarianceScaling'
+  kernel_regularizer: Optional[Any] = None
+
+  def conv(self, filters, kernel_size, strides=1, name=None, **kwargs):
+    return keras.layers.Conv2D(
+        filters, kernel_size, strides=strides, padding='same', use_bias=False,
+        kernel_initializer=keras.initializers.get(self.kernel_initializer),
+        kernel_regularizer=self.kernel_regularizer, name=name, **kwargs)
+
+  def depthwise_conv(self, kernel_size, strides=1, name=None):
+    return keras.layers.DepthwiseConv2D(
+        kernel_size, strides=strides, padding='same', use_bias=False,
+        depthwise_initializer=keras.initializers.get(self.kernel_initializer),
+        depthwise_regularizer=self.kernel_regularizer, name=name)
+
+  def norm(self, name=None):
+    return keras.layers.BatchNormalization(
+        momentum=self.norm_momentum, epsilon=self.norm_epsilon,
+        synchronized=self.use_sync_bn, name=name)
+
+  def act(self):
+    return activations.get(self.activation)
+
+  def to_dict(self):
+    d = dataclasses.asdict(self)
+    d['kernel_initializer'] = keras.initializers.serialize(
+        keras.initializers.get(self.kernel_initializer))
+    d['kernel_regularizer'] = (keras.regularizers.serialize(self.kernel_regularizer)
+                               if self.kernel_regularizer else None)
+    return d
+
+  @classmethod
+  def from_dict(cls, d):
+    d = dict(d)
+    d['kernel_initializer'] = keras.initializers.get(d['kernel_initializer'])
+    if d.get('kernel_regularizer'):
+      d['kernel_regularizer'] = keras.regularizers.get(d['kernel_regularizer'])
+    return cls(**d)
+
+
+class StochasticDepth(keras.layers.Layer):
+  """Drops a residual branch for a whole example with probability `rate`.
+
+  Kept branches are scaled by `1 / (1 - rate)` so the expectation is unchanged;
+  at inference the layer is the identity.
+  """
+
+  def __init__(self, rate, **kwargs):
+    super().__init__(**kwargs)
+    self.rate = float(rate)
+
+  def call(self, x, training=None):
+    if not training or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    shape = tf.concat([tf.shape(x)[:1], tf.ones([x.shape.rank - 1], tf.int32)], 0)
+    mask = tf.floor(keep + tf.random.uniform(shape, dtype=x.dtype))
+    return x / tf.cast(keep, x.dtype) * mask
+
+  def get_config(self):
+    return dict(super().get_config(), rate=self.rate)
+
+
+def _stochastic_depth(rate):
+  return StochasticDepth(rate, name='stochastic_depth') if rate else None
+
+
+class SqueezeExcite(keras.layers.Layer):
+  """Squeeze-and-excitation: global pool, 1x1 reduce, 1x1 expand, gate.
+
+  Args:
+    reduced_filters: int. Width of the bottleneck of the gate.
+    activation: str. Activation between the two 1x1 convs. Defaults to relu.
+    gating: str. Gate activation. Defaults to sigmoid.
+  """
+
+  def __init__(self, reduced_filters, activation='relu', gating='sigmoid',
+               kernel_initializer='VarianceScaling', kernel_regularizer=None,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.reduced_filters = reduced_filters
+    self.activation = activation
+    self.gating = gating
+    self.kernel_initializer = kernel_initializer
+    self.kernel_regularizer = kernel_regularizer
+
+  def build(self, input_shape):
+    channels = input_shape[-1]
+    conv = lambda f, name: keras.layers.Conv2D(  # noqa: E731
+        f, 1, use_bias=True, name=name,
+        kernel_initializer=keras.initializers.get(self.kernel_initializer),
+        kernel_regularizer=self.kernel_regularizer)
+    self.reduce = conv(self.reduced_filters, 'reduce')
+    self.expand = conv(channels, 'expand')
+    super().build(input_shape)
+
+  def call(self, x):
+    s = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+    s = activations.get(self.activation)(self.reduce(s))
+    s = activations.get(self.gating)(self.expand(s))
+    return x * s
+
+  def get_config(self):
+    return dict(super().get_config(), reduced_filters=self.reduced_filters,
+                activation=self.activation, gating=self.gating,
+                kernel_initializer=keras.initializers.serialize(
+                    keras.initializers.get(self.kernel_initializer)))
+
+
+def se_filters(in_filters, se_ratio):
+  """Width of an SE gate: `floor(in_filters * se_ratio)`, at least 1."""
+  return max(1, int(in_filters * se_ratio))
+
+
+class _Block(keras.layers.Layer):
+  """Common constructor and config of the blocks below."""
+
+  def __init__(self, filters, strides=1, use_projection=False,
+               stochastic_depth_rate=0.0, se_ratio=None, options=None, **kwargs):
+    super().__init__(**kwargs)
+    self.filters = filters
+    self.strides = strides
+    self.use_projection = use_projection
+    self.stochastic_depth_rate = stochastic_depth_rate
+    self.se_ratio = se_ratio
+    if isinstance(options, dict):
+      options = BlockOptions.from_dict(options)
+    self.options = options or BlockOptions()
+    self._act = self.options.act()
+
+  def get_config(self):
+    return dict(super().get_config(), filters=self.filters, strides=self.strides,
+                use_projection=self.use_projection,
+                stochastic_depth_rate=self.stochastic_depth_rate,
+                se_ratio=self.se_ratio, options=self.options.to_dict())
+
+  def _shortcut(self, out_filters):
+    if not self.use_projection:
+      return None, None
+    return (self.options.conv(out_filters, 1, self.strides, name='shortcut_conv'),
+            self.options.norm('shortcut_norm'))
+
+  def _se(self, out_filters):
+    if self.se_ratio and 0 < self.se_ratio <= 1:
+      return SqueezeExcite(se_filters(out_filters, self.se_ratio),
+                           kernel_initializer=self.options.kernel_initializer,
+                           kernel_regularizer=self.options.kernel_regularizer,
+                           name='se')
+    return None
+
+  def _residual_out(self, x, inputs, training):
+    shortcut = inputs
+    if self.use_projection:
+      shortcut = self.shortcut_norm(self.shortcut_conv(inputs), training=training)
+    if self.se is not None:
+      x = self.se(x)
+    if self.drop is not None:
+      x = self.drop(x, training=training)
+    return self._act(x + shortcut)
+
+
+class ResidualBlock(_Block):
+  """Two 3x3 convs with a shortcut (ResNet "basic" block); outputs `filters`.
+
+  Args:
+    filters: int. Output width.
+    strides: int. Stride of the first conv and the projection.
+    use_projection: bool. 1x1 conv + norm on the shortcut (needed when width or
+      stride changes).
+    stochastic_depth_rate: float. Drop rate of the residual branch in training.
+    se_ratio: optional float. Squeeze-excite on the branch.
+    options: `BlockOptions`.
+
+  Call arguments:
+    inputs: float `[B, H, W, C]`.
+    training: bool.
+
+  Returns:
+    float `[B, H / strides, W / strides, filters]`.
+  """
+
+  def build(self, input_shape):
+    o = self.options
+    self.shortcut_conv, self.shortcut_norm = self._shortcut(self.filters)
+    self.conv1 = o.conv(self.filters, 3, self.strides, name='conv1')
+    self.norm1 = o.norm('norm1')
+    self.conv2 = o.conv(self.filters, 3, name='conv2')
+    self.norm2 = o.norm('norm2')
+    self.se = self._se(self.filters)
+    self.drop = _stochastic_depth(self.stochastic_depth_rate)
+    super().build(input_shape)
+
+  def call(self, inputs, training=None):
+    x = self._act(self.norm1(self.conv1(inputs), training=training))
+    x = self.norm2(self.conv2(x), training=training)
+    return self._residual_out(x, inputs, training)
+
+
+class BottleneckBlock(_Block):
+  """1x1 -> 3x3 -> 1x1 convs with a shortcut; outputs `4 * filters`.
+
+  The stride sits on the 3x3 conv (ResNet v1.5). Arguments as `ResidualBlock`.
+
+  Returns:
+    float `[B, H / strides, W / strides, 4 * filters]`.
+  """
+
+  def build(self, input_shape):
+    o = self.options
+    self.shortcut_conv, self.shortcut_norm = self._shortcut(4 * self.filters)
+    self.conv1 = o.conv(self.filters, 1, name='conv1')
+    self.norm1 = o.norm('norm1')
+    self.conv2 = o.conv(self.filters, 3, self.strides, name='conv2')
+    self.norm2 = o.norm('norm2')
+    self.conv3 = o.conv(4 * self.filters, 1, name='conv3')
+    self.norm3 = o.norm('norm3')
+    self.se = self._se(4 * self.filters)
+    self.drop = _stochastic_depth(self.stochastic_depth_rate)
+    super().build(input_shape)
+
+  def call(self, inputs, training=None):
+    x = self._act(self.norm1(self.conv1(inputs), training=training))
+    x = self._act(self.norm2(self.conv2(x), training=training))
+    x = self.norm3(self.conv3(x), training=training)
+    return self._residual_out(x, inputs, training)
+
+
+class MBConvBlock(_Block):
+  """Inverted bottleneck (MobileNetV2/V3, EfficientNet) used by Mobile SpineNet.
+
+  1x1 expansion to `expand_ratio * in_filters`, 3x3 depthwise, optional
+  squeeze-excite (width from `in_filters * se_ratio`, hard-sigmoid gate), 1x1
+  projection to `filters` with no activation. A shortcut is added only when
+  the width and size are unchanged.
+
+  Args:
+    filters: int. Output width.
+    expand_ratio: int. Expansion of the hidden width. Defaults to 6.
+    se_gating: str. Gate of the squeeze-excite. Defaults to hard_sigmoid.
+    Other arguments as `ResidualBlock` (`use_projection` is unused).
+
+  Returns:
+    float `[B, H / strides, W / strides, filters]`.
+  """
+
+  def __init__(self, filters, expand_ratio=6, se_gating='hard_sigmoid', **kwargs):
+    super().__init__(filters, **kwargs)
+    self.expand_ratio = expand_ratio
+    self.se_gating = se_gating
+
+  def get_config(self):
+    return dict(super().get_config(), expand_ratio=self.expand_ratio,
+                se_gating=self.se_gating)
+
+  def build(self, input_shape):
+    o = self.options
+    in_filters = int(input_shape[-1])
+    hidden = in_filters * self.expand_ratio
+    self.in_filters = in_filters
+    if self.expand_ratio > 1:
+      self.expand_conv = o.conv(hidden, 1, name='expand_conv')
+      self.expand_norm = o.norm('expand_norm')
+    self.depthwise = o.depthwise_conv(3, self.strides, name='depthwise_conv')
+    self.depthwise_norm = o.norm('depthwise_norm')
+    self.se = None
+    if self.se_ratio and 0 < self.se_ratio <= 1:
+      self.se = SqueezeExcite(se_filters(in_filters, self.se_ratio),
+                              gating=self.se_gating,
+                              kernel_initializer=o.kernel_initializer,
+                              kernel_regularizer=o.kernel_regularizer, name='se')
+    self.project_conv = o.conv(self.filters, 1, name='project_conv')
+    self.project_norm = o.norm('project_norm')
+    self.has_shortcut = in_filters == self.filters and self.strides == 1
+    self.drop = (_stochastic_depth(self.stochastic_depth_rate)
+                 if self.has_shortcut else None)
+    super().build(input_shape)
+
+  def call(self, inputs, training=None):
+    x = inputs
+    if self.expand_ratio > 1:
+      x = self._act(self.expand_norm(self.expand_conv(x), training=training))
+    x = self._act(self.depthwise_norm(self.depthwise(x), training=training))
+    if self.se is not None:
+      x = self.se(x)
+    x = self.project_norm(self.project_conv(x), training=training)
+    if not self.has_shortcut:
+      return x
+    if self.drop is not None:
+      x = self.drop(x, training=training)
+    return x + inputs
+
+
+BLOCKS = {
+    'residual': ResidualBlock,
+    'bottleneck': BottleneckBlock,
+    'mbconv': MBConvBlock,
+}
+
+# Output width of a block in units of its `filters`.
+BLOCK_EXPANSION = {'residual': 1, 'bottleneck': 4, 'mbconv': 1}
+
+
+def nearest_upsample(x, scale):
+  """Nearest-neighbour upsampling by an integer factor with reshape + broadcast.
+
+  Args:
+    x: `[B, H, W, C]`.
+    scale: int.
+
+  Returns:
+    `[B, H * scale, W * scale, C]`.
+  """
+  if scale == 1:
+    return x
+  shape = tf.shape(x)
+  b, h, w = shape[0], shape[1], shape[2]
+  c = x.shape[-1]
+  x = tf.reshape(x, [b, h, 1, w, 1, c])
+  x = tf.broadcast_to(x, [b, h, scale, w, scale, c])
+  return tf.reshape(x, [b, h * scale, w * scale, c])

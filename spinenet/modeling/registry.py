@@ -1,0 +1,223 @@
+"""Model ids and their defaults, and the builders that read them.
+
+Every id records its architecture and what its recipe uses (head depth and
+width, separable heads, anchor size, activation, input size). Keyword
+overrides win over those defaults:
+
+  >>> model = build_retinanet('49S', num_classes=4, input_size=256)
+  >>> outputs = model(tf.zeros([1, 256, 256, 3]))
+  >>> sorted(outputs['cls_outputs'])
+  ['3', '4', '5', '6', '7']
+"""
+import dataclasses
+import fnmatch
+from typing import Any, Optional, Tuple
+
+from spinenet.modeling import block_specs
+from spinenet.modeling import classifier as classifier_lib
+from spinenet.modeling import heads
+from spinenet.modeling import resnet_fpn
+from spinenet.modeling import retinanet as retinanet_lib
+from spinenet.modeling import spinenet as spinenet_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """Architecture and recipe defaults of one model id."""
+  family: str  # 'spinenet', 'mobile' or 'resnet_fpn'
+  input_size: int
+  endpoints_num_filters: int = 256
+  filter_size_scale: float = 1.0
+  resample_alpha: float = 0.5
+  block_repeats: int = 1
+  se_ratio: Optional[float] = None
+  activation: str = 'swish'
+  head_convs: int = 4
+  head_filters: int = 256
+  separable_head: bool = False
+  anchor_size: float = 3.0
+  resnet_depth: int = 0
+  block_specs: Tuple[Any, ...] = block_specs.SPINENET_49
+
+
+MODELS = {
+    '49S': ModelSpec('spinenet', 640, endpoints_num_filters=128,
+                     filter_size_scale=0.65, head_filters=128),
+    '49': ModelSpec('spinenet', 640),
+    '96': ModelSpec('spinenet', 1024, block_repeats=2),
+    '143': ModelSpec('spinenet', 1280, resample_alpha=1.0, block_repeats=3,
+                     anchor_size=4.0),  # anchor size 4: 143 and 190 only
+    '190': ModelSpec('spinenet', 1280, endpoints_num_filters=512,
+                     filter_size_scale=1.3, resample_alpha=1.0, block_repeats=4,
+                     head_convs=7, head_filters=512, anchor_size=4.0),
+    'mobile-49': ModelSpec('mobile', 384, endpoints_num_filters=48, se_ratio=0.2,
+                           activation='hard_swish', head_filters=48,
+                           separable_head=True,
+                           block_specs=block_specs.MOBILE_SPINENET_49),
+    'mobile-49S': ModelSpec('mobile', 384, endpoints_num_filters=40,
+                            filter_size_scale=0.65, se_ratio=0.2,
+                            activation='hard_swish', head_filters=40,
+                            separable_head=True,
+                            block_specs=block_specs.MOBILE_SPINENET_49),
+    'mobile-49XS': ModelSpec('mobile', 256, endpoints_num_filters=24,
+                             filter_size_scale=0.6, se_ratio=0.2,
+                             activation='swish', head_filters=24,
+                             separable_head=True,
+                             block_specs=block_specs.MOBILE_SPINENET_49),
+    'resnet50-fpn': ModelSpec('resnet_fpn', 640, resnet_depth=50, activation='relu'),
+    'resnet101-fpn': ModelSpec('resnet_fpn', 640, resnet_depth=101, activation='relu'),
+    'resnet152-fpn': ModelSpec('resnet_fpn', 640, resnet_depth=152, activation='relu'),
+}
+
+SPINENET_IDS = ('49S', '49', '96', '143', '190', 'mobile-49', 'mobile-49S', 'mobile-49XS')
+
+
+def list_models(pattern='*'):
+  """Model ids matching a shell pattern, e.g. `list_models('mobile-*')`."""
+  return [m for m in MODELS if fnmatch.fnmatch(m, pattern)]
+
+
+def resolve(model_id):
+  """Canonical id for `model_id` (case-insensitive; 'spinenet-49' works too)."""
+  key = str(model_id).strip()
+  for prefix in ('spinenet-', 'spinenet_', 'spinenet'):
+    if key.lower().startswith(prefix):
+      key = key[len(prefix):]
+  key = key.replace('_', '-')
+  for m in MODELS:
+    if m.lower() == key.lower():
+      return m
+  raise ValueError(f'Unknown model id {model_id!r}; expected one of '
+                   f'{list(MODELS)}. Received: model_id={model_id!r}')
+
+
+def get_spec(model_id) -> ModelSpec:
+  return MODELS[resolve(model_id)]
+
+
+_BACKBONE_ARGS = ('min_level', 'max_level', 'endpoints_num_filters', 'resample_alpha',
+                  'block_repeats', 'filter_size_scale', 'init_stochastic_depth_rate',
+                  'se_ratio', 'expand_ratio', 'activation', 'use_sync_bn',
+                  'norm_momentum', 'norm_epsilon', 'kernel_initializer',
+                  'kernel_regularizer', 'block_specs')
+_NORM_ARGS = ('activation', 'use_sync_bn', 'norm_momentum', 'norm_epsilon')
+
+
+def _split(overrides, allowed, what):
+  unknown = set(overrides) - set(allowed)
+  if unknown:
+    raise TypeError(f'Unknown argument(s) {sorted(unknown)} for {what}; expected '
+                    f'some of {sorted(allowed)}.')
+
+
+def build_backbone(model_id, input_size=None, **overrides):
+  """Builds the backbone of `model_id`.
+
+  Args:
+    model_id: one of `MODELS` (e.g. '49', 'mobile-49S', 'resnet50-fpn').
+    input_size: int or `(H, W)`; None builds for any size (multiples of 128).
+    **overrides: any `spinenet.build_spinenet` argument (for ResNet-FPN:
+      min/max level, activation, norm and initializer options).
+
+  Returns:
+    A functional Keras model: images -> `{str(level): features}`.
+  """
+  model_id = resolve(model_id)
+  spec = MODELS[model_id]
+  _split(overrides, _BACKBONE_ARGS, f'backbone {model_id!r}')
+  if input_size is None:
+    shape = (None, None, 3)
+  elif isinstance(input_size, int):
+    shape = (input_size, input_size, 3)
+  else:
+    shape = (int(input_size[0]), int(input_size[1]), 3)
+  name = 'spinenet_' + model_id.lower().replace('-', '_')
+  if spec.family == 'resnet_fpn':
+    kwargs = {k: v for k, v in overrides.items()
+              if k in _NORM_ARGS + ('min_level', 'max_level', 'kernel_initializer',
+                                    'kernel_regularizer', 'init_stochastic_depth_rate')}
+    kwargs.setdefault('activation', spec.activation)
+    return resnet_fpn.build_resnet_fpn(spec.resnet_depth, input_shape=shape, **kwargs)
+  kwargs = dict(
+      block_specs=spec.block_specs, endpoints_num_filters=spec.endpoints_num_filters,
+      filter_size_scale=spec.filter_size_scale, resample_alpha=spec.resample_alpha,
+      block_repeats=spec.block_repeats, se_ratio=spec.se_ratio,
+      activation=spec.activation, init_stochastic_depth_rate=0.2)
+  kwargs.update(overrides)
+  return spinenet_lib.build_spinenet(input_shape=shape, name=name, **kwargs)
+
+
+def build_retinanet(model_id, num_classes=91, input_size=None, *, head_convs=None,
+                    head_filters=None, separable_head=None, num_scales=3,
+                    aspect_ratios=(0.5, 1.0, 2.0), anchor_size=None,
+                    detection_config=None, **backbone_overrides):
+  """Builds RetinaNet on `model_id` with its recipe's head and anchors.
+
+  Args:
+    model_id: model id (see `MODELS`).
+    num_classes: class logits per anchor, background (index 0) included;
+      91 for COCO's category ids.
+    input_size: int or `(H, W)`; defaults to the id's input size.
+    head_convs, head_filters, separable_head, anchor_size: override the id's.
+    num_scales, aspect_ratios: anchors per location.
+    detection_config: `retinanet.DetectionConfig`.
+    **backbone_overrides: see `build_backbone`.
+
+  Returns:
+    A built `retinanet.RetinaNet`.
+  """
+  spec = get_spec(model_id)
+  input_size = input_size or spec.input_size
+  backbone = build_backbone(model_id, input_size, **backbone_overrides)
+  min_level = backbone_overrides.get('min_level', 3)
+  max_level = backbone_overrides.get('max_level', 7)
+  anchor_config = retinanet_lib.AnchorConfig(
+      num_scales=num_scales, aspect_ratios=tuple(aspect_ratios),
+      anchor_size=spec.anchor_size if anchor_size is None else anchor_size)
+  norm = {k: backbone_overrides[k] for k in _NORM_ARGS if k in backbone_overrides}
+  norm.setdefault('activation', spec.activation)
+  head = heads.RetinaNetHead(
+      min_level, max_level, num_classes, anchor_config.num_anchors,
+      num_convs=spec.head_convs if head_convs is None else head_convs,
+      num_filters=spec.head_filters if head_filters is None else head_filters,
+      use_separable_conv=spec.separable_head if separable_head is None else separable_head,
+      kernel_regularizer=backbone_overrides.get('kernel_regularizer'),
+      name='retinanet_head', **norm)
+  model = retinanet_lib.RetinaNet(
+      backbone, head, min_level, max_level, anchor_config,
+      detection_config or retinanet_lib.DetectionConfig(), name='retinanet')
+  size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+  model.build((None, *size, 3))
+  model(keras_zeros((1, *size, 3)), training=False)
+  return model
+
+
+def build_classifier(model_id, num_classes=1000, input_size=224, *, dropout_rate=0.2,
+                     fusion='average', **backbone_overrides):
+  """Builds a classifier on `model_id` with the paper's head.
+
+  Args:
+    model_id: model id.
+    num_classes: int.
+    input_size: int or `(H, W)`. Defaults to 224.
+    dropout_rate: float. Dropout before the linear layer.
+    fusion: 'average' (paper: P3..P7 averaged) or 'top' (top level only).
+    **backbone_overrides: see `build_backbone`.
+
+  Returns:
+    A built `classifier.Classifier`.
+  """
+  backbone = build_backbone(model_id, input_size, **backbone_overrides)
+  head = heads.ClassificationHead(
+      num_classes, dropout_rate=dropout_rate, fusion=fusion,
+      kernel_regularizer=backbone_overrides.get('kernel_regularizer'),
+      name='classification_head')
+  model = classifier_lib.Classifier(backbone, head, name='classifier')
+  size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+  model(keras_zeros((1, *size, 3)), training=False)
+  return model
+
+
+def keras_zeros(shape):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.zeros(shape)

@@ -1,0 +1,345 @@
+"""The SpineNet builder: any list of block specs -> a Keras functional model.
+
+One builder serves SpineNet (bottleneck / residual blocks), Mobile SpineNet
+(MBConv blocks) and the architecture search. The network is:
+
+  stem -> scale-permuted blocks (each merges two resampled parents) ->
+  one 1x1 conv + norm + activation per endpoint level.
+
+Example:
+  >>> model = build_spinenet(SPINENET_49, input_shape=(256, 256, 3))
+  >>> feats = model(tf.zeros([1, 256, 256, 3]))
+  >>> feats['3'].shape
+  TensorShape([1, 32, 32, 256])
+"""
+import math
+from typing import Optional, Sequence
+
+from absl import logging
+import tf_keras as keras
+
+from spinenet.modeling import block_specs as specs_lib
+from spinenet.modeling import layers as layers_lib
+
+# Width C of a block at each level (a bottleneck outputs 4C, the others C).
+FILTERS = {1: 32, 2: 64, 3: 128, 4: 256, 5: 256, 6: 256, 7: 256}
+MOBILE_FILTERS = {0: 8, 1: 16, 2: 24, 3: 40, 4: 80, 5: 112, 6: 112, 7: 112}
+STEM_FILTERS = 64
+
+
+class ConvNormAct(keras.layers.Layer):
+  """Conv (no bias) + batch norm + optional activation.
+
+  Args:
+    filters: int. Output width.
+    kernel_size: int.
+    strides: int. Defaults to 1.
+    activation: bool. Apply `options.activation` after the norm. Defaults to True.
+    depthwise: bool. Depthwise conv (width unchanged; `filters` ignored).
+    options: `layers.BlockOptions`.
+  """
+
+  def __init__(self, filters, kernel_size, strides=1, activation=True,
+               depthwise=False, options=None, **kwargs):
+    super().__init__(**kwargs)
+    if isinstance(options, dict):
+      options = layers_lib.BlockOptions.from_dict(options)
+    self.options = options or layers_lib.BlockOptions()
+    self.filters, self.kernel_size, self.strides = filters, kernel_size, strides
+    self.activation, self.depthwise = activation, depthwise
+    if depthwise:
+      self.conv = self.options.depthwise_conv(kernel_size, strides, name='conv')
+    else:
+      self.conv = self.options.conv(filters, kernel_size, strides, name='conv')
+    self.norm = self.options.norm('norm')
+    self._act = self.options.act() if activation else None
+
+  def call(self, x, training=None):
+    x = self.norm(self.conv(x), training=training)
+    return self._act(x) if self._act is not None else x
+
+  def get_config(self):
+    return dict(super().get_config(), filters=self.filters,
+                kernel_size=self.kernel_size, strides=self.strides,
+                activation=self.activation, depthwise=self.depthwise,
+                options=self.options.to_dict())
+
+
+class Resample(keras.layers.Layer):
+  """Cross-scale connection from a parent block to a target block.
+
+  SpineNet: 1x1 conv to `reduced_filters` (+norm+act); going down, a 3x3
+  stride-2 conv (+norm+act) then 3x3 stride-2 max pools; going up, nearest
+  upsampling; then a 1x1 conv to `out_filters` and norm (no activation).
+  Mobile SpineNet (`mobile=True`): no first 1x1; one 3x3 stride-2 depthwise
+  conv (+norm+act) per halving; nearest upsampling; 1x1 conv + norm.
+
+  Args:
+    reduced_filters: int. Width after the first 1x1 (unused if mobile).
+    out_filters: int. Input width of the target block.
+    level_shift: int. Target level minus parent level.
+    mobile: bool.
+    options: `layers.BlockOptions`.
+  """
+
+  def __init__(self, reduced_filters, out_filters, level_shift, mobile=False,
+               options=None, **kwargs):
+    super().__init__(**kwargs)
+    if isinstance(options, dict):
+      options = layers_lib.BlockOptions.from_dict(options)
+    o = self.options = options or layers_lib.BlockOptions()
+    self.reduced_filters, self.out_filters = reduced_filters, out_filters
+    self.level_shift, self.mobile = level_shift, mobile
+    self.reduce = None if mobile else ConvNormAct(reduced_filters, 1, options=o,
+                                                  name='reduce')
+    self.down = []
+    if level_shift > 0:
+      if mobile:
+        self.down = [ConvNormAct(None, 3, 2, depthwise=True, options=o,
+                                 name=f'down_{i}') for i in range(level_shift)]
+      else:
+        self.down = [ConvNormAct(reduced_filters, 3, 2, options=o, name='down_0')]
+        self.down += [keras.layers.MaxPool2D(3, 2, padding='same', name=f'pool_{i}')
+                      for i in range(1, level_shift)]
+    self.project = ConvNormAct(out_filters, 1, activation=False, options=o,
+                               name='project')
+
+  def call(self, x, training=None):
+    if self.reduce is not None:
+      x = self.reduce(x, training=training)
+    for layer in self.down:
+      x = layer(x, training=training) if isinstance(layer, ConvNormAct) else layer(x)
+    if self.level_shift < 0:
+      x = layers_lib.nearest_upsample(x, 2**(-self.level_shift))
+    return self.project(x, training=training)
+
+  def get_config(self):
+    return dict(super().get_config(), reduced_filters=self.reduced_filters,
+                out_filters=self.out_filters, level_shift=self.level_shift,
+                mobile=self.mobile, options=self.options.to_dict())
+
+
+class BlockGroup(keras.layers.Layer):
+  """`repeats` blocks of one type; only the first may project the shortcut."""
+
+  def __init__(self, block_fn, filters, repeats=1, strides=1, use_projection=False,
+               stochastic_depth_rate=0.0, se_ratio=None, expand_ratio=6,
+               options=None, **kwargs):
+    super().__init__(**kwargs)
+    if isinstance(options, dict):
+      options = layers_lib.BlockOptions.from_dict(options)
+    self.options = options or layers_lib.BlockOptions()
+    self._config = dict(block_fn=block_fn, filters=filters, repeats=repeats,
+                        strides=strides, use_projection=use_projection,
+                        stochastic_depth_rate=stochastic_depth_rate,
+                        se_ratio=se_ratio, expand_ratio=expand_ratio)
+    cls = layers_lib.BLOCKS[block_fn]
+    extra = dict(expand_ratio=expand_ratio) if block_fn == 'mbconv' else {}
+    self.blocks = [
+        cls(filters, strides=strides if r == 0 else 1,
+            use_projection=use_projection if r == 0 else False,
+            stochastic_depth_rate=stochastic_depth_rate, se_ratio=se_ratio,
+            options=self.options, name=f'{block_fn}_{r}', **extra)
+        for r in range(repeats)]
+
+  def call(self, x, training=None):
+    for block in self.blocks:
+      x = block(x, training=training)
+    return x
+
+  def get_config(self):
+    return dict(super().get_config(), **self._config, options=self.options.to_dict())
+
+
+class ScalePermutedBlock(keras.layers.Layer):
+  """One block of the scale-permuted network.
+
+  Resamples its two parents to its level and width, adds any extra inputs
+  (earlier blocks merged into an output block), applies the activation and
+  runs its block group.
+
+  Call arguments:
+    inputs: list `[parent_a, parent_b, *extras]` of `[B, H_i, W_i, C_i]`.
+  """
+
+  def __init__(self, resample_a, resample_b, group, options, **kwargs):
+    super().__init__(**kwargs)
+    self.resample_a, self.resample_b, self.group = resample_a, resample_b, group
+    self._act = options.act()
+
+  def call(self, inputs, training=None):
+    x = self.resample_a(inputs[0], training=training)
+    x = x + self.resample_b(inputs[1], training=training)
+    for extra in inputs[2:]:
+      x = x + extra
+    return self.group(self._act(x), training=training)
+
+
+def _stem(inputs, mobile, scale, repeats, se_ratio, expand_ratio, o):
+  """Returns the two stem blocks as `[(tensor, level, width C, block_fn)]`."""
+  if mobile:
+    x = ConvNormAct(int(MOBILE_FILTERS[0] * scale), 3, 2, options=o,
+                    name='stem_conv')(inputs)
+    out = []
+    for i, stride in enumerate((1, 2)):
+      width = int(MOBILE_FILTERS[i + 1] * scale)
+      x = BlockGroup('mbconv', width, repeats, strides=stride, se_ratio=se_ratio,
+                     expand_ratio=expand_ratio, options=o,
+                     name=f'stem_block_{i}')(x)
+      out.append((x, i + 1, width, 'mbconv'))
+    return out
+  x = ConvNormAct(STEM_FILTERS, 7, 2, options=o, name='stem_conv')(inputs)
+  x = keras.layers.MaxPool2D(3, 2, padding='same', name='stem_pool')(x)
+  width = int(FILTERS[2] * scale)
+  out = []
+  for i in range(specs_lib.NUM_STEM_BLOCKS):
+    x = BlockGroup('bottleneck', width, repeats, use_projection=(i == 0),
+                   options=o, name=f'stem_block_{i}')(x)
+    out.append((x, 2, width, 'bottleneck'))
+  return out
+
+
+def build_spinenet(block_specs: Sequence = specs_lib.SPINENET_49,
+                   *,
+                   input_shape=(None, None, 3),
+                   min_level: int = 3,
+                   max_level: int = 7,
+                   endpoints_num_filters: int = 256,
+                   resample_alpha: float = 0.5,
+                   block_repeats: int = 1,
+                   filter_size_scale: float = 1.0,
+                   init_stochastic_depth_rate: float = 0.0,
+                   se_ratio: Optional[float] = None,
+                   expand_ratio: int = 6,
+                   activation: str = 'relu',
+                   use_sync_bn: bool = False,
+                   norm_momentum: float = 0.99,
+                   norm_epsilon: float = 1e-3,
+                   kernel_initializer='VarianceScaling',
+                   kernel_regularizer=None,
+                   name: str = 'spinenet') -> keras.Model:
+  """Builds a scale-permuted backbone from block specs.
+
+  Args:
+    block_specs: sequence of `(level, block_fn, (parent_a, parent_b),
+      is_output)` tuples or `BlockSpec`s. All 'mbconv' gives Mobile SpineNet
+      (MBConv stem and depthwise resampling); otherwise 'bottleneck' /
+      'residual' blocks with the ResNet stem.
+    input_shape: `(H, W, 3)`; H and W must be multiples of
+      `2**max(block levels)` (None: any such multiple at call time).
+    min_level, max_level: endpoint levels returned.
+    endpoints_num_filters: width of every endpoint.
+    resample_alpha: width factor of cross-scale connections (not mobile).
+    block_repeats: blocks per spec (1 for 49, 2 for 96, 3 for 143, 4 for 190).
+    filter_size_scale: multiplies every block width C (`int(C * scale)`).
+    init_stochastic_depth_rate: block `i` of `n` drops its residual branch
+      with rate `init * (i + 1) / n` in training.
+    se_ratio: squeeze-excite ratio of the blocks (Mobile SpineNet: 0.2).
+    expand_ratio: MBConv expansion (mobile only).
+    activation: 'relu', 'swish' or 'hard_swish'.
+    use_sync_bn, norm_momentum, norm_epsilon: batch norm options.
+    kernel_initializer, kernel_regularizer: for every conv kernel.
+    name: model name.
+
+  Returns:
+    A functional `keras.Model`: float `[B, H, W, 3]` -> dict
+    `{str(level): [B, H / 2**level, W / 2**level, endpoints_num_filters]}`
+    for `level` in `[min_level, max_level]`.
+
+  Raises:
+    ValueError: naming the block, for an invalid spec list.
+  """
+  specs = specs_lib.to_block_specs(block_specs)
+  fns = {s.block_fn for s in specs}
+  mobile = 'mbconv' in fns
+  if mobile and len(fns) > 1:
+    raise ValueError(f'block_specs mix mbconv with {sorted(fns - {"mbconv"})}; '
+                     'Mobile SpineNet uses mbconv blocks only.')
+  widths = MOBILE_FILTERS if mobile else FILTERS
+  specs_lib.validate(specs, min_level, max_level,
+                     valid_levels=[l for l in widths if l >= 1])
+  for dim in input_shape[:2]:
+    stride = 2**max(s.level for s in specs)
+    if dim is not None and dim % stride:
+      raise ValueError(
+          f'input_shape {tuple(input_shape)}: height and width must be multiples '
+          f'of {stride} (2**{max(s.level for s in specs)}, the deepest block level).')
+  o = layers_lib.BlockOptions(
+      activation=activation, use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
+      norm_epsilon=norm_epsilon, kernel_initializer=kernel_initializer,
+      kernel_regularizer=kernel_regularizer)
+  scale = filter_size_scale
+
+  inputs = keras.Input(shape=tuple(input_shape), name='images')
+  # Running list of built blocks: (tensor, level, width C, block_fn).
+  net = _stem(inputs, mobile, scale, block_repeats, se_ratio, expand_ratio, o)
+  outgoing = [0] * len(net)
+  outputs = {}
+  for i, spec in enumerate(specs):
+    width = int(widths[spec.level] * scale)
+    in_width = width * layers_lib.BLOCK_EXPANSION[spec.block_fn]
+    resamples = []
+    for p in spec.parents:
+      _, p_level, p_width, _ = net[p]
+      resamples.append(Resample(
+          int(p_width * resample_alpha), in_width, spec.level - p_level,
+          mobile=mobile, options=o, name=f'resample_{p}'))
+      outgoing[p] += 1
+    extras = []
+    if spec.is_output:
+      # Blocks nobody consumed, already at this level and width, join the output.
+      for j, (t, level, w, fn) in enumerate(net):
+        if (outgoing[j] == 0 and level == spec.level
+            and w * layers_lib.BLOCK_EXPANSION[fn] == in_width):
+          extras.append(t)
+          outgoing[j] += 1
+          logging.debug('block_specs[%d]: merging unconsumed block %d', i, j)
+    group = BlockGroup(
+        spec.block_fn, width, block_repeats, se_ratio=se_ratio,
+        expand_ratio=expand_ratio,
+        stochastic_depth_rate=init_stochastic_depth_rate * (i + 1) / len(specs),
+        options=o, name='group')
+    block = ScalePermutedBlock(resamples[0], resamples[1], group, o,
+                               name=f'block_{i}')
+    x = block([net[spec.parents[0]][0], net[spec.parents[1]][0], *extras])
+    net.append((x, spec.level, width, spec.block_fn))
+    outgoing.append(0)
+    if spec.is_output:
+      outputs[spec.level] = x
+
+  endpoints = {}
+  for level in range(min_level, max_level + 1):
+    endpoints[str(level)] = ConvNormAct(
+        endpoints_num_filters, 1, options=o, name=f'endpoint_{level}')(outputs[level])
+  return keras.Model(inputs=inputs, outputs=endpoints, name=name)
+
+
+def num_blocks_merged(block_specs: Sequence) -> dict:
+  """Which unconsumed blocks each output block absorbs, by level and width only.
+
+  Returns `{output block index: [running-list indices merged]}` for a
+  non-mobile spec at scale 1 (the rule `build_spinenet` applies).
+  """
+  specs = specs_lib.to_block_specs(block_specs)
+  mobile = any(s.block_fn == 'mbconv' for s in specs)
+  widths = MOBILE_FILTERS if mobile else FILTERS
+  if mobile:
+    net = [(1, widths[1], 'mbconv'), (2, widths[2], 'mbconv')]
+  else:
+    net = [(2, widths[2], 'bottleneck')] * specs_lib.NUM_STEM_BLOCKS
+  outgoing = [0] * len(net)
+  merged = {}
+  for i, s in enumerate(specs):
+    in_width = widths[s.level] * layers_lib.BLOCK_EXPANSION[s.block_fn]
+    for p in s.parents:
+      outgoing[p] += 1
+    if s.is_output:
+      merged[i] = []
+      for j, (level, w, fn) in enumerate(net):
+        if (outgoing[j] == 0 and level == s.level
+            and w * layers_lib.BLOCK_EXPANSION[fn] == in_width):
+          merged[i].append(j)
+          outgoing[j] += 1
+    net.append((s.level, widths[s.level], s.block_fn))
+    outgoing.append(0)
+  return merged
