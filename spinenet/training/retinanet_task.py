@@ -1,0 +1,182 @@
+"""The RetinaNet detection task: model, COCO-style inputs, losses, COCO metrics."""
+import dataclasses
+from typing import Callable, Dict, Optional
+
+import tensorflow as tf
+
+from spinenet.data import decoder as decoder_lib
+from spinenet.data import detection_parser
+from spinenet.training import base_task
+from spinenet.training import coco_evaluator
+from spinenet.training import inputs
+from spinenet.training import losses as losses_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class DataOptions:
+  """Where a split's records are and how they are read and augmented.
+
+  Attributes:
+    file_pattern: glob(s) of TFRecord files (`spinenet-create-coco-tfrecord`
+      output), comma-separated; local or `gs://`.
+    global_batch_size: examples per step over all replicas.
+    shuffle_buffer: training shuffle buffer.
+    cache: keep serialized records in memory (small datasets).
+    aug_rand_hflip: random horizontal flip (training).
+    aug_scale_min, aug_scale_max: scale jitter range (training).
+    match_threshold, unmatched_threshold: anchor IoU thresholds.
+    max_num_instances: ground-truth boxes kept per evaluation image.
+    seed: optional seed of file order, shuffling and augmentation.
+  """
+  file_pattern: str = ''
+  global_batch_size: int = 64
+  shuffle_buffer: int = 1000
+  cache: bool = False
+  aug_rand_hflip: bool = True
+  aug_scale_min: float = 1.0
+  aug_scale_max: float = 1.0
+  match_threshold: float = 0.5
+  unmatched_threshold: float = 0.5
+  max_num_instances: int = 100
+  seed: Optional[int] = None
+
+  def __post_init__(self):
+    if self.global_batch_size < 1:
+      raise ValueError('`global_batch_size` must be >= 1. Received: '
+                       f'global_batch_size={self.global_batch_size}')
+
+
+@dataclasses.dataclass(frozen=True)
+class _ModelInfo:
+  input_size: tuple
+  min_level: int
+  max_level: int
+  num_scales: int
+  aspect_ratios: tuple
+  anchor_size: float
+  num_classes: int
+
+
+class RetinaNetTask(base_task.Task):
+  """RetinaNet on COCO-format TFRecords.
+
+  The parsers take the input size, levels and anchors from the built model,
+  so the targets always match the head.
+
+  Args:
+    model_fn: no-argument callable returning a built `RetinaNet` (e.g.
+      `functools.partial(registry.build_retinanet, '49', num_classes=91)`).
+    train_data: `DataOptions` of the training split.
+    eval_data: `DataOptions` of the evaluation split (None: no evaluation).
+    losses: `losses.LossOptions`.
+    annotation_json: optional COCO JSON of the evaluation split; without it
+      the ground truth is rebuilt from the evaluation records.
+    label_map: optional dict category id -> name, for per-class metrics.
+    per_category_metrics: also report AP per category.
+  """
+
+  loss_names = ('model_loss', 'cls_loss', 'box_loss')
+
+  def __init__(self, model_fn: Callable, train_data: DataOptions = DataOptions(),
+               eval_data: Optional[DataOptions] = None,
+               losses: losses_lib.LossOptions = losses_lib.LossOptions(),
+               annotation_json: Optional[str] = None,
+               label_map: Optional[Dict[int, str]] = None,
+               per_category_metrics: bool = False):
+    self._model_fn = model_fn
+    self.train_data = train_data
+    self.eval_data = eval_data
+    self.loss_options = losses
+    self.annotation_json = annotation_json or None
+    self.label_map = label_map
+    self.per_category_metrics = per_category_metrics
+    self._info = None
+    self._loss = None
+
+  # === Model ===
+  def build_model(self):
+    model = self._model_fn()
+    a = model.anchor_config
+    shape = model.backbone.input_shape[1:3]
+    if None in shape:
+      raise ValueError('RetinaNetTask needs a model built for a fixed input '
+                       f'size; got input shape {model.backbone.input_shape}. '
+                       'Set `input_size` of the model builder.')
+    head_config = model.head.get_config()
+    self._info = _ModelInfo(
+        tuple(int(s) for s in shape), model.min_level, model.max_level,
+        a.num_scales, tuple(a.aspect_ratios), a.anchor_size,
+        int(head_config['num_classes']))
+    self._loss = losses_lib.RetinaNetLoss(self._info.num_classes, self.loss_options)
+    return model
+
+  @property
+  def info(self):
+    if self._info is None:
+      raise RuntimeError('RetinaNetTask: call `build_model()` before building '
+                         'inputs or losses (they follow the model).')
+    return self._info
+
+  # === Inputs ===
+  def build_parser(self, training: bool):
+    info = self.info
+    data = self.train_data if training else self.eval_data
+    if training:
+      return detection_parser.TrainParser(
+          info.input_size, min_level=info.min_level, max_level=info.max_level,
+          num_scales=info.num_scales, aspect_ratios=info.aspect_ratios,
+          anchor_size=info.anchor_size, match_threshold=data.match_threshold,
+          unmatched_threshold=data.unmatched_threshold,
+          aug_rand_hflip=data.aug_rand_hflip, aug_scale_min=data.aug_scale_min,
+          aug_scale_max=data.aug_scale_max)
+    return detection_parser.EvalParser(
+        info.input_size, max_level=info.max_level,
+        max_num_instances=data.max_num_instances)
+
+  def build_inputs(self, training, input_context=None):
+    data = self.train_data if training else self.eval_data
+    if data is None or not data.file_pattern:
+      split = 'train_data' if training else 'eval_data'
+      raise ValueError(f'RetinaNetTask.{split}.file_pattern is not set; bind '
+                       f'it in gin (e.g. `{split.split("_")[0]}/DataOptions.'
+                       'file_pattern = "records/train-*.tfrecord"`).')
+    decoder = decoder_lib.DetectionDecoder(decode_image=False)
+    return inputs.build_dataset(
+        data.file_pattern, decoder.decode, self.build_parser(training),
+        data.global_batch_size, training, input_context,
+        shuffle_buffer=data.shuffle_buffer, cache=data.cache, seed=data.seed)
+
+  # === Losses ===
+  def build_losses(self, outputs, labels):
+    """Per-replica losses normalized by the GLOBAL number of positives.
+
+    The sums over this replica's anchors are divided by the positives of all
+    replicas (+1) and multiplied by the number of replicas, so the mean over
+    replicas is the loss of the global batch, whatever the split.
+    """
+    ctx = tf.distribute.get_replica_context()
+    local = tf.reduce_sum(labels['box_weights'])
+    num_replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+    total = ctx.all_reduce('sum', local) if num_replicas > 1 else local
+    losses = self._loss(outputs, labels, num_positives=total)
+    return {k: v * float(num_replicas) for k, v in losses.items()}
+
+  # === Evaluation ===
+  def validation_step(self, inputs_, model):
+    images, labels = inputs_
+    outputs = model(images, training=False)
+    image_info = labels['image_info']
+    detections = model.postprocess(outputs, self.info.input_size,
+                                   image_shape=image_info[:, 1, :])
+    result = dict(detections, source_id=labels['source_id'],
+                  image_info=image_info)
+    if 'valid' in labels:
+      result['valid'] = labels['valid']
+    if self.annotation_json is None:
+      result['groundtruths'] = labels['groundtruths']
+    return result
+
+  def build_evaluator(self):
+    return coco_evaluator.CocoEvaluator(
+        self.annotation_json, label_map=self.label_map,
+        per_category=self.per_category_metrics)

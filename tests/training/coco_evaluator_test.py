@@ -1,0 +1,105 @@
+"""Tests of the COCO evaluator: coordinates, ground truth from JSON or labels."""
+import json
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from spinenet.training import coco_evaluator
+
+# Two images of 200 x 100 (h x w) scaled by 0.64 into the model input.
+SCALE = 0.64
+GT = {  # image id -> [(category, [x, y, w, h])]
+    7: [(1, [10.0, 20.0, 30.0, 40.0]), (2, [50.0, 100.0, 40.0, 60.0])],
+    9: [(3, [5.0, 5.0, 80.0, 150.0])],
+}
+
+
+def _annotation_json(path):
+  images = [{'id': i, 'file_name': f'{i}.jpg', 'height': 200, 'width': 100} for i in GT]
+  anns = [{'id': k + 1, 'image_id': i, 'category_id': c, 'bbox': b,
+           'area': b[2] * b[3], 'iscrowd': 0}
+          for k, (i, c, b) in enumerate((i, c, b) for i in GT for c, b in GT[i])]
+  cats = [{'id': c, 'name': f'c{c}'} for c in (1, 2, 3)]
+  with open(path, 'w') as f:
+    json.dump({'images': images, 'annotations': anns, 'categories': cats}, f)
+
+
+def _batch(perfect=True, with_groundtruth=True, pad=1):
+  """Detections in model-input pixels, as the eval step outputs them."""
+  ids = list(GT)
+  n = len(ids) + pad
+  boxes = np.zeros([n, 5, 4], np.float32)
+  scores = np.zeros([n, 5], np.float32)
+  classes = np.zeros([n, 5], np.int32)
+  num = np.zeros([n], np.int32)
+  gt = {'boxes': -np.ones([n, 4, 4], np.float32), 'classes': -np.ones([n, 4], np.int32),
+        'is_crowd': np.zeros([n, 4], bool), 'areas': -np.ones([n, 4], np.float32),
+        'num_detections': np.zeros([n], np.int32), 'height': np.full([n], 200),
+        'width': np.full([n], 100)}
+  for i, image_id in enumerate(ids):
+    for j, (c, (x, y, w, h)) in enumerate(GT[image_id]):
+      yxyx = np.array([y, x, y + h, x + w], np.float32)
+      shift = 0 if perfect else 0.3 * h
+      boxes[i, j] = (yxyx + [shift, 0, shift, 0]) * SCALE
+      scores[i, j] = 0.9
+      classes[i, j] = c
+      gt['boxes'][i, j] = yxyx
+      gt['classes'][i, j] = c
+      gt['areas'][i, j] = w * h
+    num[i] = gt['num_detections'][i] = len(GT[image_id])
+  info = np.tile(np.array([[200, 100], [128, 64], [SCALE, SCALE], [0, 0]],
+                          np.float32), [n, 1, 1])
+  out = {'source_id': np.array(ids + [0] * pad), 'image_info': info,
+         'valid': np.array([True] * len(ids) + [False] * pad),
+         'detection_boxes': boxes, 'detection_scores': scores,
+         'detection_classes': classes, 'num_detections': num}
+  if with_groundtruth:
+    out['groundtruths'] = gt
+  return out
+
+
+class CocoEvaluatorTest(tf.test.TestCase):
+
+  def test_perfect_detections_from_json(self):
+    path = os.path.join(tempfile.mkdtemp(), "val.json")
+    _annotation_json(path)
+    evaluator = coco_evaluator.CocoEvaluator(path)
+    evaluator.update(_batch(with_groundtruth=False))
+    metrics = evaluator.result()
+    self.assertAllClose(metrics['AP'], 1.0)
+    self.assertAllClose(metrics['AP50'], 1.0)
+    self.assertEqual(set(coco_evaluator.METRIC_NAMES), set(metrics))
+    # Boxes are back in original pixels, COCO [x, y, w, h].
+    first = evaluator.detections[0]
+    self.assertAllClose(first['bbox'], GT[7][0][1], atol=1e-4)
+
+  def test_groundtruth_rebuilt_from_labels_matches_json(self):
+    path = os.path.join(tempfile.mkdtemp(), "val.json")
+    _annotation_json(path)
+    for perfect in (True, False):
+      from_json = coco_evaluator.CocoEvaluator(path)
+      from_labels = coco_evaluator.CocoEvaluator(None, per_category=True)
+      from_json.update(_batch(perfect, with_groundtruth=False))
+      from_labels.update(_batch(perfect))
+      a, b = from_json.result(), from_labels.result()
+      for name in coco_evaluator.METRIC_NAMES:
+        self.assertAllClose(a[name], b[name], msg=name)
+      self.assertIn('AP/3', b)
+    # Boxes shifted by 0.3 h have IoU 0.54 (0.7 / 1.3): counted at 0.5 only.
+    self.assertAllClose(a['AP50'], 1.0)
+    self.assertAllClose(a['AP75'], 0.0)
+
+  def test_reset_and_empty(self):
+    evaluator = coco_evaluator.CocoEvaluator()
+    with self.assertRaisesRegex(ValueError, 'no evaluation image'):
+      evaluator.result()
+    batch = _batch()
+    batch['num_detections'][:] = 0
+    evaluator.update(batch)
+    self.assertAllClose(evaluator.result()['AP'], 0.0)
+
+
+if __name__ == '__main__':
+  tf.test.main()
