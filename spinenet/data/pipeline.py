@@ -4,6 +4,7 @@ A record whose parsing fails (e.g. a corrupt image) is skipped, logged with
 its position and a running count, and counted in an optional variable, so
 one bad image never stops an epoch.
 """
+import sys
 from typing import Callable, Optional
 
 from absl import logging
@@ -80,9 +81,11 @@ def _count_and_drop_failures(dataset, skip_counter):
       skip_counter.assign_add(tf.cast(tf.logical_not(ok), tf.int64))
 
     def warn():
-      tf.print('spinenet input: skipped a record that failed to parse (corrupt '
-               'image?); records skipped so far:', skipped,
-               output_stream=logging.warning)
+      # stderr, not logging.warning: that maps to TF's C++ log, which
+      # TF_CPP_MIN_LOG_LEVEL=2 silences.
+      tf.print('WARNING spinenet.data.pipeline: skipped a record that failed '
+               'to parse (corrupt image?); records skipped so far:', skipped,
+               output_stream=sys.stderr)
       return tf.constant(True)
 
     tf.cond(ok, lambda: tf.constant(False), warn)
@@ -136,7 +139,7 @@ def build_dataset(file_pattern: str,
       files than pipelines, records) are sharded by pipeline.
     seed: shuffle and augmentation seed; defaults to 0 when `deterministic`.
     skip_counter: optional int64 scalar `tf.Variable`, incremented for each
-      skipped record.
+      skipped record; create it outside any `tf.distribute` strategy scope.
     repeat: repeat forever; defaults to `is_training`.
 
   Returns:
