@@ -38,37 +38,10 @@ def make_parser_fn(parser, decode_image: bool = False):
 def _zeros_like_spec(spec):
   if not spec.shape.is_fully_defined():
     raise ValueError(
-        'build_dataset: `parser_fn` must return static shapes, so skipped '
-        f'records can be filtered out of a batch. Received element spec {spec}')
+        'map_skipping_failures: the mapped function must return static '
+        'shapes, so skipped records can be filtered out of a batch. Received '
+        f'element spec {spec}')
   return tf.zeros(spec.shape, spec.dtype)
-
-
-def _safe_map(dataset, parser_fn, deterministic, seed):
-  """Maps `parser_fn`; records it fails on come out with `ok = False`."""
-  if seed is not None:
-    dataset = dataset.enumerate()
-  else:
-    dataset = dataset.map(lambda s: (tf.constant(-1, tf.int64), s))
-
-  def call(index, serialized):
-    if seed is None:
-      return parser_fn(serialized)
-    return parser_fn(serialized, seed=tf.stack([tf.constant(seed, tf.int64),
-                                                index]))
-
-  def attempt(index, serialized):
-    tried = tf.data.Dataset.from_tensors((index, serialized)).map(
-        lambda i, s: (call(i, s), True)).ignore_errors(log_warning=True)
-    fallback = tf.nest.map_structure(_zeros_like_spec,
-                                     tried.element_spec[0])
-    return tried.concatenate(
-        tf.data.Dataset.from_tensors((fallback, False))).take(1)
-
-  # One tiny dataset per record is how tf.data lets a map fail softly; a
-  # parallel interleave of them costs about as much as a parallel map.
-  return dataset.interleave(
-      attempt, cycle_length=AUTOTUNE, block_length=1,
-      num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
 
 def _count_and_drop_failures(dataset, skip_counter):
@@ -101,6 +74,43 @@ def _count_and_drop_failures(dataset, skip_counter):
 
   dataset = dataset.scan(tf.constant(0, tf.int64), count)
   return dataset.filter(is_ok).map(drop_flag)
+
+
+def map_skipping_failures(dataset: tf.data.Dataset,
+                          fn: Callable,
+                          deterministic: bool = False,
+                          skip_counter: Optional[tf.Variable] = None):
+  """`dataset.map(fn)` in parallel, skipping the elements `fn` fails on.
+
+  Use it in place of `map` for parsing: a corrupt image then costs one
+  example (logged to stderr with a running count, and counted in
+  `skip_counter`) instead of the epoch.
+
+  Args:
+    dataset: any `tf.data.Dataset`; a tuple element is passed to `fn` as
+      positional arguments, as `map` does.
+    fn: element -> nested tensors with static shapes.
+    deterministic: keep the input order.
+    skip_counter: optional int64 scalar `tf.Variable`, incremented for each
+      skipped element; create it outside any `tf.distribute` strategy scope.
+
+  Returns:
+    `tf.data.Dataset` of `fn`'s outputs for the elements it succeeded on.
+  """
+
+  def attempt(*element):
+    tried = tf.data.Dataset.from_tensors(element).map(
+        lambda *e: (fn(*e), True)).ignore_errors(log_warning=True)
+    fallback = tf.nest.map_structure(_zeros_like_spec, tried.element_spec[0])
+    return tried.concatenate(
+        tf.data.Dataset.from_tensors((fallback, False))).take(1)
+
+  # One tiny dataset per record is how tf.data lets a map fail softly; a
+  # parallel interleave of them costs about as much as a parallel map.
+  dataset = dataset.interleave(
+      attempt, cycle_length=AUTOTUNE, block_length=1,
+      num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+  return _count_and_drop_failures(dataset, skip_counter)
 
 
 def build_dataset(file_pattern: str,
@@ -194,9 +204,15 @@ def build_dataset(file_pattern: str,
   if is_training:
     dataset = dataset.shuffle(shuffle_buffer, seed=seed,
                               reshuffle_each_iteration=True)
-  dataset = _safe_map(dataset, parser_fn, deterministic,
-                      seed if deterministic else None)
-  dataset = _count_and_drop_failures(dataset, skip_counter)
+  if deterministic:
+    # Augmentation seeded by (seed, record index): the same on every run.
+    def fn(index, serialized):
+      return parser_fn(serialized, seed=tf.stack(
+          [tf.constant(seed, tf.int64), index]))
+    dataset = dataset.enumerate()
+  else:
+    fn = parser_fn
+  dataset = map_skipping_failures(dataset, fn, deterministic, skip_counter)
   dataset = dataset.batch(per_pipeline_batch, drop_remainder=is_training)
   options = tf.data.Options()
   options.deterministic = deterministic

@@ -105,6 +105,15 @@ class BuildDatasetTest(tf.test.TestCase):
     self.assertEqual(sorted(seen[0] + seen[1]), [1, 2, 3, 5, 6, 7, 9])
     self.assertFalse(set(seen[0]) & set(seen[1]))
 
+  def test_map_skipping_failures_on_any_dataset(self):
+    counter = tf.Variable(0, dtype=tf.int64)
+    ds = tf.data.Dataset.from_tensor_slices(['1', 'x', '3', '', '5'])
+    ds = pipeline.map_skipping_failures(
+        ds, lambda s: tf.strings.to_number(s, tf.int32), deterministic=True,
+        skip_counter=counter)
+    self.assertEqual([int(v) for v in ds], [1, 3, 5])
+    self.assertEqual(int(counter.numpy()), 2)
+
   def test_no_files_names_the_pattern(self):
     with self.assertRaisesRegex(ValueError, 'nothing-here-.*matched no files'):
       pipeline.build_dataset(self.root + '/nothing-here-*', self.eval_fn, 2,
