@@ -89,6 +89,7 @@ class RetinaNetHead(keras.layers.Layer):
       x = self._act(norm(conv(x), training=training))
     return x
 
+  @tf.autograph.experimental.do_not_convert
   def call(self, features, training=None):
     class_logits, box_deltas = {}, {}
     for level in self.levels:
@@ -139,6 +140,7 @@ class ClassificationHead(keras.layers.Layer):
         num_classes, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
         kernel_regularizer=kernel_regularizer, name='logits')
 
+  @tf.autograph.experimental.do_not_convert
   def call(self, features, training=None):
     levels = sorted(features, key=int)
     if self.fusion == 'top':

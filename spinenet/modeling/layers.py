@@ -80,9 +80,15 @@ class StochasticDepth(keras.layers.Layer):
     super().__init__(**kwargs)
     self.rate = float(rate)
 
+  @tf.autograph.experimental.do_not_convert
   def call(self, x, training=None):
-    if not training or self.rate == 0.0:
+    if self.rate == 0.0 or training is None or training is False:
       return x
+    if training is True:
+      return self._drop(x)
+    return tf.cond(tf.cast(training, tf.bool), lambda: self._drop(x), lambda: x)
+
+  def _drop(self, x):
     keep = 1.0 - self.rate
     shape = tf.concat([tf.shape(x)[:1], tf.ones([x.shape.rank - 1], tf.int32)], 0)
     mask = tf.floor(keep + tf.random.uniform(shape, dtype=x.dtype))
@@ -125,7 +131,8 @@ class SqueezeExcite(keras.layers.Layer):
     self.expand = conv(channels, 'expand')
     super().build(input_shape)
 
-  def call(self, x):
+  @tf.autograph.experimental.do_not_convert
+  def call(self, x, training=None):  # pylint: disable=unused-argument
     s = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
     s = activations.get(self.activation)(self.reduce(s))
     s = activations.get(self.gating)(self.expand(s))
@@ -221,6 +228,7 @@ class ResidualBlock(_Block):
     self.drop = _stochastic_depth(self.stochastic_depth_rate)
     super().build(input_shape)
 
+  @tf.autograph.experimental.do_not_convert
   def call(self, inputs, training=None):
     x = self._act(self.norm1(self.conv1(inputs), training=training))
     x = self.norm2(self.conv2(x), training=training)
@@ -249,6 +257,7 @@ class BottleneckBlock(_Block):
     self.drop = _stochastic_depth(self.stochastic_depth_rate)
     super().build(input_shape)
 
+  @tf.autograph.experimental.do_not_convert
   def call(self, inputs, training=None):
     x = self._act(self.norm1(self.conv1(inputs), training=training))
     x = self._act(self.norm2(self.conv2(x), training=training))
@@ -306,6 +315,7 @@ class MBConvBlock(_Block):
                  if self.has_shortcut else None)
     super().build(input_shape)
 
+  @tf.autograph.experimental.do_not_convert
   def call(self, inputs, training=None):
     x = inputs
     if self.expand_ratio > 1:

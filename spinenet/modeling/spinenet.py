@@ -16,6 +16,7 @@ import math
 from typing import Optional, Sequence
 
 from absl import logging
+import tensorflow as tf
 import tf_keras as keras
 
 from spinenet.modeling import block_specs as specs_lib
@@ -54,6 +55,7 @@ class ConvNormAct(keras.layers.Layer):
     self.norm = self.options.norm('norm')
     self._act = self.options.act() if activation else None
 
+  @tf.autograph.experimental.do_not_convert
   def call(self, x, training=None):
     x = self.norm(self.conv(x), training=training)
     return self._act(x) if self._act is not None else x
@@ -104,6 +106,7 @@ class Resample(keras.layers.Layer):
     self.project = ConvNormAct(out_filters, 1, activation=False, options=o,
                                name='project')
 
+  @tf.autograph.experimental.do_not_convert
   def call(self, x, training=None):
     if self.reduce is not None:
       x = self.reduce(x, training=training)
@@ -142,6 +145,7 @@ class BlockGroup(keras.layers.Layer):
             options=self.options, name=f'{block_fn}_{r}', **extra)
         for r in range(repeats)]
 
+  @tf.autograph.experimental.do_not_convert
   def call(self, x, training=None):
     for block in self.blocks:
       x = block(x, training=training)
@@ -167,6 +171,7 @@ class ScalePermutedBlock(keras.layers.Layer):
     self.resample_a, self.resample_b, self.group = resample_a, resample_b, group
     self._act = options.act()
 
+  @tf.autograph.experimental.do_not_convert
   def call(self, inputs, training=None):
     x = self.resample_a(inputs[0], training=training)
     x = x + self.resample_b(inputs[1], training=training)

@@ -1,0 +1,85 @@
+"""Spec validation: every invalid case names the offending block."""
+import pytest
+
+from spinenet.modeling import block_specs as bs
+from spinenet.modeling import spinenet as sn
+
+# A tiny valid network: outputs at levels 3..5.
+TINY = (
+    (3, 'bottleneck', (0, 1), False),
+    (4, 'residual', (0, 2), False),
+    (3, 'bottleneck', (2, 3), True),
+    (4, 'bottleneck', (3, 4), True),
+    (5, 'residual', (4, 5), True),
+)
+
+
+def _validate(specs, min_level=3, max_level=5):
+  bs.validate(bs.to_block_specs(specs), min_level, max_level, valid_levels=range(1, 8))
+
+
+def test_tiny_spec_is_valid():
+  _validate(TINY)
+
+
+def test_paper_specs_are_valid():
+  _validate(bs.SPINENET_49, 3, 7)
+  _validate(bs.MOBILE_SPINENET_49, 3, 7)
+
+
+@pytest.mark.parametrize('specs, message', [
+    (TINY[:1] + ((4, 'residual', (0, 3), False),) + TINY[2:],
+     r'block_specs\[1\]: parent 3 is not built yet'),
+    (TINY[:1] + ((9, 'residual', (0, 2), False),) + TINY[2:],
+     r'block_specs\[1\]: level 9 is out of range'),
+    (TINY[:4] + ((4, 'residual', (4, 5), True),),
+     r'block_specs\[4\]: a second output block at level 4'),
+    (TINY[:4], r'No output block for endpoint level\(s\) \[5\]'),
+    (TINY[:1] + ((4, 'conv', (0, 2), False),) + TINY[2:],
+     r"block_specs\[1\]: unknown block_fn 'conv'"),
+    (TINY[:1] + ((4, 'residual', (2, 2), False),) + TINY[2:],
+     r'block_specs\[1\]: both parents are 2'),
+    (TINY[:1] + ((4, 'residual', (-1, 2), False),) + TINY[2:],
+     r'block_specs\[1\]: parent -1 is not built yet'),
+])
+def test_invalid_specs_name_the_block(specs, message):
+  with pytest.raises(ValueError, match=message):
+    _validate(specs)
+
+
+def test_malformed_tuple_is_named():
+  with pytest.raises(ValueError, match=r'block_specs\[0\]: expected \(level'):
+    bs.to_block_specs([(3, 'bottleneck', (0,), False)])
+
+
+def test_builder_validates_before_building():
+  with pytest.raises(ValueError, match=r'No output block for endpoint level\(s\) \[6, 7\]'):
+    sn.build_spinenet(TINY, input_shape=(64, 64, 3))
+  with pytest.raises(ValueError, match='multiples of 32'):
+    sn.build_spinenet(TINY, input_shape=(100, 100, 3), max_level=5)
+  with pytest.raises(ValueError, match='mix mbconv'):
+    sn.build_spinenet(((3, 'mbconv', (0, 1), True),) + TINY[1:], max_level=5)
+
+
+def test_merge_rule_absorbs_only_unconsumed_same_level_same_width_blocks():
+  # Block 0 (L3 bottleneck, index 2) is consumed by block 1; block 1 (L4
+  # residual, index 3) is never consumed: it is merged into the L4 output only
+  # if widths agree. A residual L4 block has width C, a bottleneck input 4C.
+  specs = (
+      (3, 'bottleneck', (0, 1), False),   # index 2
+      (4, 'residual', (0, 2), False),     # index 3, never a parent
+      (3, 'bottleneck', (1, 2), True),    # index 4: P3
+      (4, 'residual', (2, 4), True),      # index 5: P4, same width as index 3
+      (5, 'bottleneck', (4, 5), True),    # index 6: P5
+  )
+  assert sn.num_blocks_merged(specs) == {2: [], 3: [3], 4: []}
+  # The same block is not merged into a bottleneck output (4C != C).
+  specs_b = specs[:3] + ((4, 'bottleneck', (2, 4), True),) + specs[4:]
+  assert sn.num_blocks_merged(specs_b) == {2: [], 3: [], 4: []}
+
+
+def test_spinenet49_merges_block_9_into_p5():
+  # The paper's SpineNet-49: block 9 (running index 11) has no consumer and
+  # joins the P5 output (block 12); nothing else is merged.
+  merged = sn.num_blocks_merged(bs.SPINENET_49)
+  assert {k: v for k, v in merged.items() if v} == {12: [11]}
