@@ -1,0 +1,95 @@
+"""Child process of the distributed and resume tests (not collected by pytest).
+
+  python train_worker.py parity --records_dir=D --out=F.npz
+      one training step of the same global batch on one device and on a
+      MirroredStrategy over 2 logical CPUs; saves losses and weights.
+  python train_worker.py multi_worker --records_dir=D --model_dir=M --out=F.npz
+      trains with MultiWorkerMirroredStrategy (TF_CONFIG from the parent);
+      saves this worker's weights.
+"""
+import argparse
+import os
+
+import numpy as np
+import tensorflow as tf
+
+import tiny
+
+
+def _records(directory):
+  return {'train': os.path.join(directory, 'records', 'train-*.tfrecord'),
+          'val': os.path.join(directory, 'records', 'val-*.tfrecord')}
+
+
+def parity(args):
+  cpu = tf.config.list_physical_devices('CPU')[0]
+  tf.config.set_logical_device_configuration(
+      cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+  tf.config.threading.set_intra_op_parallelism_threads(1)
+  from spinenet.training import optimization, retinanet_task, trainer  # pylint: disable=g-import-not-at-top
+  records = _records(args.records_dir)
+  data = retinanet_task.DataOptions(records['train'], global_batch_size=4,
+                                    aug_rand_hflip=False, seed=0)
+  task = retinanet_task.RetinaNetTask(
+      tiny.model_fn(init_stochastic_depth_rate=0.0, use_sync_bn=True), data)
+  options = optimization.OptimizerOptions(warmup_steps=0)
+  step_options = trainer.StepOptions(weight_decay=4e-5, gradient_clip_norm=5.0)
+  initial = batch = None
+  results = {}
+  for name, strategy in (
+      ('one', tf.distribute.OneDeviceStrategy('/cpu:0')),
+      ('mirrored', tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))):
+    with strategy.scope():
+      model = task.build_model()
+      optimizer = optimization.build_optimizer(options, 0.05)
+    if initial is None:
+      initial = model.get_weights()
+      batch = next(iter(task.build_inputs(training=True)))
+    model.set_weights(initial)
+    dataset = strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensors(batch).repeat())
+    runner = trainer.Runner(task, model, optimizer, strategy, dataset,
+                            global_batch_size=4, step_options=step_options)
+    losses = [float(runner.train(tf.constant(1))['total_loss']) for _ in range(2)]
+    results[f'{name}_loss'] = np.array(losses)
+    results[f'{name}_replicas'] = np.array(strategy.num_replicas_in_sync)
+    for i, w in enumerate(model.get_weights()):
+      results[f'{name}_w{i}'] = w
+  np.savez(args.out, **results)
+
+
+def multi_worker(args):
+  tf.config.threading.set_intra_op_parallelism_threads(1)
+  from spinenet.training import optimization, retinanet_task, strategies, train_lib  # pylint: disable=g-import-not-at-top
+  strategy = strategies.get_strategy('auto')
+  assert isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy), strategy
+  records = _records(args.records_dir)
+  data = retinanet_task.DataOptions(records['train'], global_batch_size=4,
+                                    shuffle_buffer=4)
+  task = retinanet_task.RetinaNetTask(tiny.model_fn(use_sync_bn=True), data)
+  experiment = train_lib.build_experiment(
+      task, 'train', args.model_dir, strategy,
+      optimization.OptimizerOptions(warmup_steps=1, learning_rate=0.05),
+      train_lib.TrainerOptions(train_steps=4, steps_per_loop=2,
+                               checkpoint_interval=2))
+  try:
+    result = train_lib.run(experiment, 'train')
+  finally:
+    experiment.close()
+  np.savez(args.out, step=result['step'],
+           replicas=strategy.num_replicas_in_sync,
+           **{f'w{i}': w for i, w in enumerate(experiment.model.get_weights())})
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('mode', choices=['parity', 'multi_worker'])
+  parser.add_argument('--records_dir', required=True)
+  parser.add_argument('--model_dir')
+  parser.add_argument('--out', required=True)
+  args = parser.parse_args()
+  {'parity': parity, 'multi_worker': multi_worker}[args.mode](args)
+
+
+if __name__ == '__main__':
+  main()
