@@ -1,0 +1,482 @@
+"""Converts TensorFlow Model Garden (tf-models-official) SpineNet checkpoints.
+
+The converter reads only the checkpoint (`tf.train.load_checkpoint`): its
+object graph, variable shapes and variable names. It never imports the Model
+Garden, so it works from a bare checkpoint file.
+
+How Model Garden variables are matched to ours
+----------------------------------------------
+* The Model Garden model is found in the checkpoint's object graph: the root's
+  `model` child (trainer and export checkpoints), or the root itself (a Keras
+  `save_weights` checkpoint); `--task backbone` also accepts a root `backbone`
+  child (MG's `init_checkpoint_modules: backbone` checkpoints). Its backbone is
+  the model's `_backbone` child, the RetinaNet head its `_head` child.
+* Backbone. MG's SpineNet is a functional Keras model whose checkpoint names
+  layers `layer_with_weights-N` in Keras' graph-depth order, which differs
+  from the order the code creates them. The creation order is recovered from
+  each variable's saved full name: Keras names layers `conv2d`, `conv2d_1`,
+  ... (`batch_normalization_N`, `bottleneck_block_N`, `residual_block_N`,
+  `inverted_bottleneck_block_N`) in creation order. Layers are classified by
+  structure (conv, depthwise conv, batch norm, bottleneck / residual / MBConv
+  block), sorted by that counter within each kind, and paired with our layers
+  of the same kind listed in the Model Garden's creation order: stem conv and
+  norm, stem blocks, then for each block spec the two resampling paths
+  (1x1 conv, norm, stride-2 conv, norm, 1x1 conv, norm; mobile: depthwise
+  stride-2 convs, norms, 1x1 conv, norm) and the block group, then one
+  conv + norm per endpoint level. Inside a block, MG's attributes map by name
+  (`_shortcut`/`_norm0` -> `shortcut_conv`/`shortcut_norm`, `_conv1..3`,
+  `_norm1..3`; MBConv `_conv0`/`_conv1`/`_conv2` -> expand / depthwise /
+  project; `_squeeze_excitation/_se_reduce|_se_expand` -> `se/reduce|expand`).
+  MG's SpineNet-49 builds a 16th, level-2 output block that no endpoint uses:
+  Keras leaves it out of the functional model, so it is not in checkpoints and
+  only shows as a gap in the counters.
+* RetinaNet head: by object path (`_cls_convs/i`, `_cls_norms/<level - min
+  level>/i`, `_classifier`, and the `_box_*` twins). Classification head: MG's
+  `Dense` after global pooling of the top level -> `ClassificationHead.linear`.
+* Every pair must have the same shape, every variable of the Model Garden model
+  must be used and every variable of ours must get a value; otherwise
+  `ConversionError` lists all problems. Objects outside the model (optimizer,
+  its slots, step counters, EMA averages) are ignored and counted in the log.
+"""
+import collections
+import dataclasses
+import json
+import os
+import re
+import time
+from typing import Dict, List, Optional, Tuple
+
+from absl import logging
+import tensorflow as tf
+import tf_keras as keras
+
+from spinenet.modeling import registry
+
+from tensorflow.core.protobuf import trackable_object_graph_pb2  # pylint: disable=g-direct-tensorflow-import
+
+TASKS = ('retinanet', 'classification', 'backbone')
+_GRAPH_KEY = '_CHECKPOINTABLE_OBJECT_GRAPH'
+_BLOCK_ATTRS = {
+    'bottleneck': {'_shortcut': 'shortcut_conv', '_norm0': 'shortcut_norm',
+                   '_conv1': 'conv1', '_norm1': 'norm1', '_conv2': 'conv2',
+                   '_norm2': 'norm2', '_conv3': 'conv3', '_norm3': 'norm3'},
+    'residual': {'_shortcut': 'shortcut_conv', '_norm0': 'shortcut_norm',
+                 '_conv1': 'conv1', '_norm1': 'norm1', '_conv2': 'conv2',
+                 '_norm2': 'norm2'},
+    'mbconv': {'_conv0': 'expand_conv', '_norm0': 'expand_norm',
+               '_conv1': 'depthwise', '_norm1': 'depthwise_norm',
+               '_conv2': 'project_conv', '_norm2': 'project_norm'},
+}
+
+
+class ConversionError(ValueError):
+  """The checkpoint does not fit the requested model; lists every problem."""
+
+
+@dataclasses.dataclass
+class ConversionResult:
+  """What `convert` wrote.
+
+  Attributes:
+    checkpoint_path: prefix of the written `tf.train.Checkpoint`.
+    model: our model holding the converted weights.
+    mapping: `(our variable name, Model Garden checkpoint key)` pairs.
+    ignored: counts of skipped non-model tensors by group.
+  """
+  checkpoint_path: str
+  model: tf.Module
+  mapping: List[Tuple[str, str]]
+  ignored: Dict[str, int]
+
+
+# ====================== The Model Garden checkpoint ======================
+
+
+class _Graph:
+  """The checkpoint's object graph, with each variable's key, shape and name."""
+
+  def __init__(self, path):
+    self.reader = tf.train.load_checkpoint(path)
+    self.shapes = self.reader.get_variable_to_shape_map()
+    if _GRAPH_KEY not in self.shapes:
+      raise ConversionError(
+          f'--model_garden_checkpoint={path} is a name-based (TF1) checkpoint '
+          'without an object graph; expected a TF2 checkpoint written by the '
+          'Model Garden (tf.train.Checkpoint or Keras save_weights).')
+    self.proto = trackable_object_graph_pb2.TrackableObjectGraph()
+    self.proto.ParseFromString(self.reader.get_tensor(_GRAPH_KEY))
+    self.variable = {}  # node id -> (checkpoint key, full name)
+    for i, node in enumerate(self.proto.nodes):
+      for a in node.attributes:
+        if a.name == 'VARIABLE_VALUE':
+          self.variable[i] = (a.checkpoint_key, a.full_name.split(':')[0])
+
+  def children(self, node):
+    return {c.local_name: c.node_id for c in self.proto.nodes[node].children}
+
+  def walk(self, node, path):
+    for name in path:
+      node = self.children(node).get(name) if node is not None else None
+    return node
+
+  def key(self, node):
+    return self.variable[node][0]
+
+  def shape(self, node):
+    return tuple(self.shapes[self.key(node)])
+
+  def variables_under(self, node):
+    """`{variable node: path from node}` for every variable reachable from node."""
+    found, queue, seen = {}, collections.deque([(node, ())]), {node}
+    while queue:
+      n, path = queue.popleft()
+      if n in self.variable:
+        found[n] = path
+      for name, child in sorted(self.children(n).items()):
+        if child not in seen:
+          seen.add(child)
+          queue.append((child, path + (name,)))
+    return found
+
+
+# Model Garden block classes, by their Keras auto-name.
+_BLOCK_CLASSES = {'bottleneck_block': 'bottleneck', 'residual_block': 'residual',
+                  'inverted_bottleneck_block': 'mbconv'}
+
+
+def _mg_kind(graph, node, name):
+  """Kind of a Model Garden layer: by class name for blocks, else structure."""
+  if name and name[0] in _BLOCK_CLASSES:
+    return _BLOCK_CLASSES[name[0]]
+  names = graph.children(node)
+  if '_conv1' in names:
+    if 'depthwise_kernel' in graph.children(names['_conv1']):
+      return 'mbconv'
+    return 'bottleneck' if '_conv3' in names else 'residual'
+  if 'depthwise_kernel' in names:
+    return 'depthwise'
+  if 'moving_mean' in names:
+    return 'norm'
+  if 'kernel' in names:
+    return 'dense' if len(graph.shape(names['kernel'])) == 2 else 'conv'
+  return 'unknown'
+
+
+def _creation_name(graph, node):
+  """`(class name, counter)` of a Keras layer from its variables' full names."""
+  for var, path in sorted(graph.variables_under(node).items(), key=lambda x: len(x[1])):
+    parts = graph.variable[var][1].split('/')
+    if len(parts) > len(path):
+      match = re.fullmatch(r'(.+?)(?:_(\d+))?', parts[-len(path) - 1])
+      return match.group(1), int(match.group(2) or 0)
+  return None
+
+
+def _mg_units(graph, parent, exclude=()):
+  """Weighted layers of a functional Keras model, by kind, in creation order."""
+  nodes = sorted({n for name, n in graph.children(parent).items()
+                  if name.startswith('layer_with_weights-') and n not in exclude})
+  by_kind, problems = collections.defaultdict(list), []
+  for node in nodes:
+    name = _creation_name(graph, node)
+    by_kind[_mg_kind(graph, node, name)].append((name, node))
+  for kind, units in by_kind.items():
+    classes = {name[0] if name else None for name, _ in units}
+    if None in classes or len(classes) != 1:
+      problems.append(
+          f'cannot order the {len(units)} {kind} layers of the checkpoint: their '
+          f'saved variable names give layer classes {sorted(map(str, classes))}; '
+          'expected Keras auto-names of one class (e.g. conv2d_N).')
+    by_kind[kind] = [n for _, n in sorted(units, key=lambda u: u[0] or ('', 0))]
+  return dict(by_kind), problems
+
+
+# ======================= Our model, in MG's order =======================
+
+
+def _layer_vars(layer, prefix=()):
+  """`{prefix + (leaf name,): variable}` for a Keras layer's own weights."""
+  return {prefix + (w.name.split('/')[-1].split(':')[0],): w for w in layer.weights}
+
+
+def _conv_norm(label, cna):
+  return [('depthwise' if cna.depthwise else 'conv', f'{label}/conv',
+           _layer_vars(cna.conv)),
+          ('norm', f'{label}/norm', _layer_vars(cna.norm))]
+
+
+def _block(label, block):
+  kind = {'BottleneckBlock': 'bottleneck', 'ResidualBlock': 'residual',
+          'MBConvBlock': 'mbconv'}[type(block).__name__]
+  variables = {}
+  for theirs, ours in _BLOCK_ATTRS[kind].items():
+    if getattr(block, ours, None) is not None:
+      variables.update(_layer_vars(getattr(block, ours), (theirs,)))
+  if getattr(block, 'se', None) is not None:
+    variables.update(_layer_vars(block.se.reduce, ('_squeeze_excitation', '_se_reduce')))
+    variables.update(_layer_vars(block.se.expand, ('_squeeze_excitation', '_se_expand')))
+  return (kind, f'{label}/{block.name}', variables)
+
+
+def backbone_units(backbone):
+  """Our backbone's layers as `(kind, label, {MG path: variable})`, MG's order."""
+  units = _conv_norm('stem_conv', backbone.get_layer('stem_conv'))
+  names = [l.name for l in backbone.layers]
+  for name in sorted((n for n in names if n.startswith('stem_block_')), key=str):
+    units += [_block(name, b) for b in backbone.get_layer(name).blocks]
+  blocks = sorted((n for n in names if re.fullmatch(r'block_\d+', n)),
+                  key=lambda n: int(n.split('_')[1]))
+  for name in blocks:
+    block = backbone.get_layer(name)
+    for side, resample in (('a', block.resample_a), ('b', block.resample_b)):
+      label = f'{name}/resample_{side}'
+      parts = [resample.reduce] + list(resample.down) + [resample.project]
+      for part in parts:
+        if part is not None and hasattr(part, 'conv'):
+          units += _conv_norm(f'{label}/{part.name}', part)
+    units += [_block(f'{name}/group', b) for b in block.group.blocks]
+  endpoints = sorted((n for n in names if n.startswith('endpoint_')),
+                     key=lambda n: int(n.split('_')[1]))
+  for name in endpoints:
+    units += _conv_norm(name, backbone.get_layer(name))
+  return units
+
+
+def retinanet_head_vars(head):
+  """`{MG path under the head: variable}` for our `RetinaNetHead`."""
+  out = {}
+  for mg, convs, norms, predictor in (
+      ('cls', head.class_convs, head.class_norms, head.classifier),
+      ('box', head.box_convs, head.box_norms, head.box_regressor)):
+    for i, conv in enumerate(convs):
+      out.update(_layer_vars(conv, (f'_{mg}_convs', str(i))))
+    for li, level in enumerate(head.levels):
+      for i, norm in enumerate(norms[level]):
+        out.update(_layer_vars(norm, (f'_{mg}_norms', str(li), str(i))))
+    out.update(_layer_vars(predictor, ('_classifier' if mg == 'cls' else '_box_regressor',)))
+  return out
+
+
+# ============================== Matching ==============================
+
+
+def _pair(graph, node, variables, label, problems, mapping, used):
+  """Matches `{MG path: our variable}` under MG `node`, recording problems."""
+  for path, var in variables.items():
+    ours = var.name.split(':')[0]
+    src = graph.walk(node, path)
+    if src is None or src not in graph.variable:
+      problems.append(f'missing in checkpoint: {ours} {tuple(var.shape)} '
+                      f'(expected at {label}/{"/".join(path)})')
+    elif graph.shape(src) != tuple(var.shape):
+      problems.append(f'shape mismatch: {ours} {tuple(var.shape)} vs '
+                      f'{graph.key(src)} {graph.shape(src)}')
+      used.add(src)
+    else:
+      mapping.append((var, src))
+      used.add(src)
+
+
+def _pair_units(graph, mg_units, our_units, problems, mapping, used):
+  """Pairs layers kind by kind, in creation order."""
+  ours_by_kind = collections.defaultdict(list)
+  for kind, label, variables in our_units:
+    ours_by_kind[kind].append((label, variables))
+  for kind in sorted(set(ours_by_kind) | set(mg_units)):
+    theirs, ours = mg_units.get(kind, []), ours_by_kind.get(kind, [])
+    if len(theirs) != len(ours):
+      problems.append(f'{kind} layers: {len(theirs)} in the checkpoint, '
+                      f'{len(ours)} in our model')
+    for node, (label, variables) in zip(theirs, ours):
+      _pair(graph, node, variables, f'<{kind} layer paired with {label}>',
+            problems, mapping, used)
+    for label, variables in ours[len(theirs):]:
+      for var in variables.values():
+        problems.append(f'missing in checkpoint: {var.name.split(":")[0]} '
+                        f'{tuple(var.shape)} (no {kind} layer left for {label})')
+
+
+def _find(graph, node, *names):
+  for name in names:
+    child = graph.children(node).get(name)
+    if child is not None:
+      return child
+  return None
+
+
+def _locate(graph, task):
+  """Object-graph nodes `(model, backbone)` of the Model Garden model."""
+  root = 0
+  model = _find(graph, root, 'model', '_model')
+  if model is None and _find(graph, root, '_backbone') is not None:
+    model = root  # Keras save_weights of the whole model.
+  backbone = _find(graph, model, '_backbone', 'backbone') if model is not None else None
+  if backbone is None and task == 'backbone':
+    backbone = _find(graph, root, 'backbone')
+    if backbone is None and model is None and _find(graph, root, 'layer_with_weights-0'):
+      backbone = root  # Keras save_weights of the backbone alone.
+  return model, backbone
+
+
+def _infer_head(graph, task, model_node, model_id):
+  """Our builder arguments that the checkpoint determines (classes, head)."""
+  spec = registry.get_spec(model_id)
+  if task == 'retinanet':
+    head = _find(graph, model_node, '_head', 'head')
+    box = graph.walk(head, ('_box_regressor', 'bias'))
+    cls = graph.walk(head, ('_classifier', 'bias'))
+    convs = graph.walk(head, ('_cls_convs',))
+    if None in (box, cls, convs) or box not in graph.variable:
+      return {}
+    anchors = graph.shape(box)[0] // 4
+    args = dict(num_classes=graph.shape(cls)[0] // max(anchors, 1),
+                head_convs=len(graph.children(convs)))
+    first = graph.walk(convs, ('0', 'bias'))
+    if first is not None:
+      args['head_filters'] = graph.shape(first)[0]
+    if (args['head_convs'], args.get('head_filters')) != (spec.head_convs, spec.head_filters):
+      logging.info('RetinaNet head from the checkpoint: %d convs x %s filters '
+                   '(model id %s defaults to %d x %d); build it that way to '
+                   'restore.', args['head_convs'], args.get('head_filters'),
+                   model_id, spec.head_convs, spec.head_filters)
+    return args
+  if task == 'classification':
+    backbone = _find(graph, model_node, '_backbone', 'backbone')
+    dense = _mg_units(graph, model_node, exclude={backbone})[0].get('dense', [])
+    if len(dense) == 1 and graph.walk(dense[0], ('bias',)) is not None:
+      return dict(num_classes=graph.shape(graph.walk(dense[0], ('bias',)))[0])
+  return {}
+
+
+def _build(task, model_id, build_args):
+  if task == 'retinanet':
+    return registry.build_retinanet(model_id, input_size=128, **build_args)
+  if task == 'classification':
+    return registry.build_classifier(model_id, input_size=128, fusion='top', **build_args)
+  return registry.build_backbone(model_id, 128)
+
+
+def _ignored_summary(graph, model_keys):
+  counts = collections.Counter()
+  for key in graph.shapes:
+    if key == _GRAPH_KEY or key in model_keys:
+      continue
+    group = 'optimizer slots' if '.OPTIMIZER_SLOT' in key else key.split('/')[0]
+    counts[group] += 1
+  return dict(counts)
+
+
+def convert(model_garden_checkpoint: str, model_id: str, task: str,
+            output_dir: str, num_classes: Optional[int] = None,
+            model: Optional[keras.Model] = None) -> ConversionResult:
+  """Converts a Model Garden checkpoint into a checkpoint of our model.
+
+  Args:
+    model_garden_checkpoint: checkpoint prefix, or a directory holding
+      checkpoints (the latest is used) or a SavedModel.
+    model_id: our model id (`registry.MODELS`), e.g. '49' or 'mobile-49S'.
+    task: 'retinanet', 'classification' or 'backbone'.
+    output_dir: new or empty directory to write to.
+    num_classes: expected number of classes; None takes the checkpoint's.
+    model: optional model of ours to fill instead of building one from
+      `model_id` (e.g. one built with non-default arguments): a `RetinaNet`,
+      a `Classifier`, or for the backbone task a backbone.
+
+  Returns:
+    `ConversionResult`. Writes `output_dir/ckpt-0` holding
+    `tf.train.Checkpoint(model=model)` (backbone task: `model.backbone`, which
+    restores into the backbone of a RetinaNet or classifier) and
+    `output_dir/conversion.json` with the variable mapping.
+
+  Raises:
+    ConversionError: listing every unmatched variable and shape mismatch.
+  """
+  if task not in TASKS:
+    raise ConversionError(f'--task={task!r} is not supported; expected one of {TASKS}.')
+  model_id = registry.resolve(model_id)
+  if registry.get_spec(model_id).family == 'resnet_fpn':
+    raise ConversionError(f'--model={model_id}: only SpineNet ids convert from '
+                          f'Model Garden checkpoints; expected one of {registry.SPINENET_IDS}.')
+  path = model_garden_checkpoint
+  if tf.io.gfile.isdir(path):
+    if tf.io.gfile.exists(os.path.join(path, 'saved_model.pb')):
+      path = os.path.join(path, 'variables', 'variables')
+    else:
+      path = tf.train.latest_checkpoint(path) or path
+  if tf.io.gfile.isdir(output_dir) and tf.train.latest_checkpoint(output_dir):
+    raise ConversionError(f'--output_dir={output_dir} already holds a checkpoint; '
+                          'choose a new or empty directory.')
+  graph = _Graph(path)
+
+  model_node, backbone_node = _locate(graph, task)
+  if backbone_node is None:
+    raise ConversionError(
+        f'--model_garden_checkpoint={path}: no Model Garden model found (the object '
+        f'graph root has children {sorted(graph.children(0))}); expected a `model` '
+        'with a `_backbone` (or, for --task=backbone, a root `backbone`).')
+  scope_node = backbone_node if task == 'backbone' else model_node
+
+  build_args = _infer_head(graph, task, model_node, model_id) if task != 'backbone' else {}
+  if num_classes is not None:
+    if build_args.get('num_classes', num_classes) != num_classes:
+      logging.warning('--num_classes=%d but the checkpoint has %d classes.',
+                      num_classes, build_args['num_classes'])
+    build_args['num_classes'] = num_classes
+  if model is None:
+    model = _build(task, model_id, build_args)
+  backbone = model if task == 'backbone' else model.backbone
+
+  problems, mapping, used = [], [], set()
+  mg_backbone, order_problems = _mg_units(graph, backbone_node)
+  problems += order_problems
+  _pair_units(graph, mg_backbone, backbone_units(backbone), problems, mapping, used)
+  if task == 'retinanet':
+    head_node = _find(graph, model_node, '_head', 'head')
+    _pair(graph, head_node, retinanet_head_vars(model.head), '<model>/_head',
+          problems, mapping, used)
+  elif task == 'classification':
+    mg_head, order_problems = _mg_units(graph, model_node, exclude={backbone_node})
+    problems += order_problems
+    _pair_units(graph, mg_head, [('dense', 'classification_head/logits',
+                                  _layer_vars(model.head.linear))],
+                problems, mapping, used)
+  scope = graph.variables_under(scope_node)
+  for node in sorted(set(scope) - used, key=graph.key):
+    problems.append(f'unmatched checkpoint variable: {graph.key(node)} {graph.shape(node)}')
+  if problems:
+    raise ConversionError(
+        f'Cannot convert {path} to {task} {model_id!r}: {len(problems)} problem(s) '
+        f'({len(mapping)} variables matched). Check --model and --task.\n  '
+        + '\n  '.join(problems))
+
+  model_keys = {graph.key(n) for n in scope}
+  if task == 'backbone' and model_node is not None:
+    outside = set(graph.variables_under(model_node)) - set(scope)
+    if outside:
+      logging.info('--task=backbone: ignoring %d model variables outside the '
+                   'backbone (head).', len(outside))
+    model_keys |= {graph.key(n) for n in outside}
+  ignored = _ignored_summary(graph, model_keys)
+  logging.info('Ignoring %d non-model tensors: %s', sum(ignored.values()), ignored)
+  if any('average' in k.lower() for k in graph.shapes if k not in model_keys):
+    logging.warning('The checkpoint also holds moving-average (EMA) weights; '
+                    'the raw model weights were converted.')
+
+  start, total = time.time(), len(mapping)
+  for i, (var, node) in enumerate(mapping):
+    var.assign(tf.cast(graph.reader.get_tensor(graph.key(node)), var.dtype))
+    if (i + 1) % 500 == 0 or i + 1 == total:
+      rate = (i + 1) / max(time.time() - start, 1e-6)
+      logging.info('assigned %d/%d variables (%.0f/s, ETA %.0fs)', i + 1, total,
+                   rate, (total - i - 1) / rate)
+  tf.io.gfile.makedirs(output_dir)
+  saved = model if task != 'backbone' else tf.train.Checkpoint(backbone=model)
+  checkpoint = tf.train.Checkpoint(model=saved)
+  prefix = tf.train.CheckpointManager(checkpoint, output_dir, max_to_keep=1).save(
+      checkpoint_number=0)
+  pairs = [(v.name.split(':')[0], graph.key(n)) for v, n in mapping]
+  with tf.io.gfile.GFile(os.path.join(output_dir, 'conversion.json'), 'w') as f:
+    json.dump(dict(source=path, model_id=model_id, task=task, build_args=build_args,
+                   checkpoint=prefix, ignored=ignored, mapping=pairs), f, indent=1)
+  logging.info('Wrote %s (%d variables from %s).', prefix, total, path)
+  return ConversionResult(prefix, model, pairs, ignored)
