@@ -1,0 +1,160 @@
+r"""Train-step time: our SpineNet-49 RetinaNet vs the Model Garden's, same run.
+
+  python -m benchmarks.train_step [--batch=2 --size=384 --iters=10]
+
+One SGD (momentum 0.9) step on a fixed batch of random images with targets
+from real boxes, recipe losses (focal 0.25 / 1.5, Huber 0.1, box weight 50,
+weight decay 4e-5), synchronized batch norm and stochastic depth 0.2 in both:
+
+* Model Garden: its own task factory (`retinanet_spinenet_coco`, recipe
+  values) builds the model and its `RetinaNetTask.train_step` runs the step,
+  float32 (`benchmarks/_model_garden.py`).
+* ours: `registry.build_retinanet('49')` and `RetinaNetTask.train_step`
+  (`spinenet/training`), in float32 and mixed bfloat16.
+
+Variants are timed in alternation (so background load hits them alike);
+medians over `--iters` steps after `--warmup`. The last line is one JSON
+object; `ratio` = our best median / the Model Garden's (lower is better).
+"""
+import json
+import os
+
+from absl import app
+from absl import flags
+
+import spinenet  # noqa: F401  (sets TF_USE_LEGACY_KERAS)
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from benchmarks import _model_garden as mg
+from spinenet.data import anchor_labeler
+from spinenet.modeling import registry
+from spinenet.training import optimization
+from spinenet.training import retinanet_task
+
+_BATCH = flags.DEFINE_integer('batch', 2, 'Images per step.')
+_SIZE = flags.DEFINE_integer('size', 384, 'Square input size.')
+_WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps per variant.')
+_ITERS = flags.DEFINE_integer('iters', 10, 'Timed steps per variant.')
+_VARIANTS = flags.DEFINE_list(
+    'variants', ['mg_float32', 'ours_float32', 'ours_mixed_bfloat16'],
+    'Variants to time: mg_float32, ours_float32, ours_mixed_bfloat16, '
+    'ours_float32_xla.')
+
+NUM_CLASSES = 91
+WEIGHT_DECAY = 4e-5
+
+
+def make_batch(batch, size, seed=0):
+  """Random normalized images and RetinaNet targets of random boxes.
+
+  Returns:
+    `(images float32 [B, S, S, 3], labels)` in our parser's format (class 0
+    = background) for SpineNet-49's anchors (levels 3-7, 3 scales x 3
+    ratios, anchor size 3).
+  """
+  rng = np.random.default_rng(seed)
+  labeler = anchor_labeler.AnchorLabeler((size, size), anchor_size=3.0)
+  images = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
+  per_image = []
+  for _ in range(batch):
+    n = 6
+    yx = rng.uniform(0, size * 0.7, (n, 2))
+    hw = rng.uniform(24, size * 0.3, (n, 2))
+    boxes = np.concatenate([yx, np.minimum(yx + hw, size)], 1).astype(np.float32)
+    classes = rng.integers(1, NUM_CLASSES, n).astype(np.int32)
+    per_image.append(labeler.label(tf.constant(boxes), tf.constant(classes)))
+  labels = tf.nest.map_structure(lambda *x: tf.stack(x), *per_image)
+  return tf.constant(images), labels
+
+
+def to_model_garden_labels(labels):
+  """Ours -> the Model Garden's: background and ignored anchors are class -1."""
+  mg_labels = dict(labels)
+  mg_labels['cls_targets'] = {
+      k: tf.where(v > 0, v, -1) for k, v in labels['cls_targets'].items()}
+  return mg_labels
+
+
+def mg_step(size):
+  """The Model Garden's train step (its task, model and loss code)."""
+  from official.core import task_factory  # pylint: disable=g-import-not-at-top
+  params = mg.make_mg_params('49', size, NUM_CLASSES)
+  task = task_factory.get_task(params.task)
+  model = task.build_model()
+  model(tf.zeros([1, size, size, 3]), training=False)
+  optimizer = keras.optimizers.legacy.SGD(0.01, momentum=0.9)
+
+  @tf.function
+  def step(images, labels):
+    return task.train_step((images, labels), model, optimizer)['loss']
+  return step, model
+
+
+
+def ours_step(size, precision, jit=False):
+  """Our train step in `precision` (the Keras policy during the build)."""
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(precision)
+  try:
+    task = retinanet_task.RetinaNetTask(
+        lambda: registry.build_retinanet('49', num_classes=NUM_CLASSES,
+                                         input_size=size, use_sync_bn=True))
+    model = task.build_model()
+    optimizer = optimization.build_optimizer(
+        optimization.OptimizerOptions(), 0.01, precision)
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+
+  @tf.function(jit_compile=jit)
+  def step(images, labels):
+    return task.train_step((images, labels), model, optimizer,
+                           weight_decay=WEIGHT_DECAY)['total_loss']
+  return step, model
+
+
+def main(argv):
+  del argv
+  size, batch = _SIZE.value, _BATCH.value
+  images, labels = make_batch(batch, size)
+  steps, params = {}, {}
+  for name in _VARIANTS.value:
+    if name == 'mg_float32':
+      fn, model = mg_step(size)
+      args = (images, to_model_garden_labels(labels))
+    elif name.startswith('ours_'):
+      precision = name[len('ours_'):].replace('_xla', '')
+      fn, model = ours_step(size, precision, jit=name.endswith('_xla'))
+      args = (images, labels)
+    else:
+      raise app.UsageError(f'Unknown variant {name!r}')
+    steps[name] = (lambda f, a: lambda: f(*a))(fn, args)
+    params[name] = int(sum(int(np.prod(w.shape)) for w in model.weights))
+    print(f'built {name}: {params[name]:,} weights', flush=True)
+
+  def progress(i, round_ms):
+    print(f'round {i + 1}/{_ITERS.value}: ' + ', '.join(
+        f'{k} {v:.0f} ms' for k, v in round_ms.items()), flush=True)
+
+  timings = mg.time_interleaved(steps, (), warmup=_WARMUP.value,
+                                iters=_ITERS.value, on_round=progress)
+  print(f'\nSpineNet-49 RetinaNet train step, batch {batch} at {size}x{size} '
+        f'({_WARMUP.value} warmup + {_ITERS.value} timed, interleaved)')
+  print(f'{"variant":<24}{"median ms":>12}{"min ms":>10}{"weights":>14}')
+  for name, (median, minimum, _) in timings.items():
+    print(f'{name:<24}{median:>12.1f}{minimum:>10.1f}{params[name]:>14,}')
+  result = {f'{k}_median_ms': round(v[0], 1) for k, v in timings.items()}
+  ours = {k: v[0] for k, v in timings.items() if k.startswith('ours_')}
+  if ours and 'mg_float32' in timings:
+    best = min(ours, key=ours.get)
+    result['ours_best'] = best
+    result['ratio'] = round(ours[best] / timings['mg_float32'][0], 3)
+  result.update(batch=batch, size=size, iters=_ITERS.value,
+                loadavg_at_end=[round(x, 2) for x in os.getloadavg()],
+                env=mg.env_summary())
+  print(json.dumps(result))
+
+
+if __name__ == '__main__':
+  app.run(main)
