@@ -1,0 +1,184 @@
+"""Search driver: parallel workers, records, resume, dead workers, failures.
+
+The trials are cheap stand-ins (tests/search/search_fakes.py) run in real
+spawned worker processes.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl.testing import absltest
+
+from spinenet.search import driver
+from spinenet.search import space as space_lib
+from spinenet.search import surrogate
+from spinenet.search import trials as trials_lib
+import search_fakes
+
+_SPACE = space_lib.SearchSpace()
+
+
+def _records(search_dir):
+  return trials_lib.TrialStore(search_dir).read_trials()
+
+
+def _by_id(records):
+  return {r['trial']: r for r in records}
+
+
+class DriverTest(absltest.TestCase):
+
+  def create_tempdir(self):
+    path = tempfile.mkdtemp(prefix='search_test_')
+    self.addCleanup(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+  def test_records_every_trial_once_with_parallel_workers(self):
+    search_dir = self.create_tempdir()
+    bests = []
+    result = driver.run_search(
+        search_fakes.closeness_trial, search_dir, num_trials=6, num_workers=2,
+        options=driver.SearchOptions(algorithm='random', threads_per_worker=3),
+        on_best=bests.append, poll_seconds=0.2)
+    records = _records(search_dir)
+    self.assertEqual(sorted(r['trial'] for r in records), list(range(6)))
+    self.assertEqual({r['worker'] for r in records}, {0, 1})
+    for r in records:
+      arch = space_lib.Architecture.from_dict(r['architecture'])
+      specs = _SPACE.to_block_specs(arch)
+      self.assertEqual([tuple(s[:2]) + (tuple(s[2]), s[3]) for s in r['block_specs']],
+                       list(specs))
+      self.assertAlmostEqual(r['reward'], surrogate.closeness(specs))
+      self.assertEqual(r['status'], 'ok')
+      self.assertGreaterEqual(r['seconds'], 0)
+      with open(os.path.join(search_dir, 'trials', f"{r['trial']:05d}", 'ran')) as f:
+        self.assertEqual(f.read(), '3')  # the worker's thread limit
+    self.assertEqual(result['best'], max(records, key=lambda r: r['reward']))
+    self.assertEqual(bests[-1], result['best'])
+    self.assertEqual([b['reward'] for b in bests],
+                     sorted(b['reward'] for b in bests))
+    state, _ = trials_lib.TrialStore(search_dir).load_state()
+    self.assertEqual(state['pending'], {})
+    self.assertEqual(sorted(state['told']), list(range(6)))
+
+  def test_resume_continues_the_same_search(self):
+    options = driver.SearchOptions(algorithm='reinforce', seed=2)
+    straight = self.create_tempdir()
+    driver.run_search(search_fakes.closeness_trial, straight, 5, 1, options)
+    resumed = self.create_tempdir()
+    driver.run_search(search_fakes.closeness_trial, resumed, 2, 1, options)
+    result = driver.run_search(search_fakes.closeness_trial, resumed, 5, 1, options)
+    self.assertEqual(result['num_new'], 3)
+    a, b = _by_id(_records(straight)), _by_id(_records(resumed))
+    self.assertEqual(sorted(b), list(range(5)))
+    for i in range(5):
+      self.assertEqual(a[i]['architecture'], b[i]['architecture'])
+      self.assertEqual(a[i]['reward'], b[i]['reward'])
+    again = driver.run_search(search_fakes.closeness_trial, resumed, 5, 1, options)
+    self.assertEqual(again['num_new'], 0)
+    self.assertLen(_records(resumed), 5)
+
+  def test_trial_of_a_dead_worker_is_rerun_with_the_same_id(self):
+    options = driver.SearchOptions(algorithm='random', seed=1)
+    clean = self.create_tempdir()
+    driver.run_search(search_fakes.closeness_trial, clean, 3, 1, options)
+    crashing = self.create_tempdir()
+    driver.run_search(search_fakes.crash_once_trial, crashing, 3, 1, options,
+                      poll_seconds=0.2)
+    a, b = _by_id(_records(clean)), _by_id(_records(crashing))
+    self.assertEqual(sorted(b), [0, 1, 2])
+    self.assertEqual([b[i]['attempts'] for i in range(3)], [1, 2, 1])
+    for i in range(3):
+      self.assertEqual(a[i]['architecture'], b[i]['architecture'])
+
+  def test_an_exception_fails_the_trial_once(self):
+    search_dir = self.create_tempdir()
+    result = driver.run_search(search_fakes.failing_trial, search_dir, 3, 1,
+                               driver.SearchOptions(algorithm='evolution'))
+    failed = _by_id(result['trials'])[1]
+    self.assertEqual((failed['status'], failed['reward'], failed['attempts']),
+                     ('failed', 0.0, 1))
+    self.assertIn('loss became NaN (fake)', failed['error'])
+    self.assertLen(_records(search_dir), 3)
+
+  def test_a_trial_finished_but_not_yet_learned_from_is_not_rerun(self):
+    # As left by a crash between appending a trial and saving the state.
+    search_dir = self.create_tempdir()
+    options = driver.SearchOptions(algorithm='evolution', seed=0)
+    driver.run_search(search_fakes.closeness_trial, search_dir, 3, 1, options)
+    store = trials_lib.TrialStore(search_dir)
+    meta, arrays = store.load_state()
+    last = _records(search_dir)[-1]
+    meta['pending'] = {str(last['trial']): {'architecture': last['architecture'],
+                                            'attempts': 1}}
+    meta['told'] = [t for t in meta['told'] if t != last['trial']]
+    meta['algorithm']['population'] = meta['algorithm']['population'][:-1]
+    store.save_state(meta, arrays)
+    result = driver.run_search(search_fakes.closeness_trial, search_dir, 3, 1,
+                               options)
+    self.assertEqual(result['num_new'], 0)
+    meta, _ = store.load_state()
+    self.assertEqual((meta['pending'], sorted(meta['told'])), ({}, [0, 1, 2]))
+    self.assertEqual(meta['algorithm']['population'][-1],
+                     [last['architecture'], last['reward']])
+
+  def test_refuses_to_resume_with_other_settings(self):
+    search_dir = self.create_tempdir()
+    driver.run_search(search_fakes.closeness_trial, search_dir, 1, 1,
+                      driver.SearchOptions(algorithm='random'))
+    with self.assertRaisesRegex(ValueError, 'new --search_dir'):
+      driver.run_search(search_fakes.closeness_trial, search_dir, 2, 1,
+                        driver.SearchOptions(algorithm='evolution'))
+
+  def test_killed_search_resumes_without_losing_or_repeating_trials(self):
+    search_dir = self.create_tempdir()
+    script = (
+        'import search_fakes\n'
+        'from spinenet.search import driver\n'
+        f'driver.run_search(search_fakes.slow_trial, {search_dir!r}, 50, 1,\n'
+        '                  driver.SearchOptions(algorithm="evolution", seed=3))\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    process = subprocess.Popen([sys.executable, '-c', script], env=env,
+                               start_new_session=True)
+    trials_path = os.path.join(search_dir, trials_lib.TRIALS_FILE)
+    deadline = time.monotonic() + 300
+    store = trials_lib.TrialStore(search_dir)
+    while time.monotonic() < deadline:  # kill while a trial is running
+      if os.path.exists(trials_path) and len(_records(search_dir)) >= 2:
+        finished = {r['trial'] for r in _records(search_dir)}
+        saved = store.load_state()
+        if saved and set(map(int, saved[0]['pending'])) - finished:
+          break
+      time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the driver and its worker
+    process.wait()
+    before = _records(search_dir)
+    self.assertGreaterEqual(len(before), 2)
+    state, _ = trials_lib.TrialStore(search_dir).load_state()
+    finished = {r['trial'] for r in before}
+    pending = {int(k): v['architecture'] for k, v in state['pending'].items()
+               if int(k) not in finished}
+    self.assertLen(pending, 1)  # the trial that was running
+
+    result = driver.run_search(search_fakes.closeness_trial, search_dir,
+                               len(before) + 2, 1,
+                               driver.SearchOptions(algorithm='evolution', seed=3))
+    records = _records(search_dir)
+    self.assertEqual(sorted(r['trial'] for r in records),
+                     list(range(len(before) + 2)))
+    self.assertEqual(records[:len(before)], before)
+    rerun = _by_id(records)[next(iter(pending))]
+    self.assertEqual(rerun['architecture'], pending[rerun['trial']])
+    self.assertEqual(rerun['attempts'], 2)
+    self.assertEqual(result['num_new'], 2)
+    with open(trials_path) as f:
+      self.assertTrue(all(json.loads(line) for line in f))
+
+
+if __name__ == '__main__':
+  absltest.main()
