@@ -157,7 +157,8 @@ class RetinaNetTask(base_task.Task):
     ctx = tf.distribute.get_replica_context()
     local = tf.reduce_sum(labels['box_weights'])
     num_replicas = ctx.num_replicas_in_sync if ctx is not None else 1
-    total = ctx.all_reduce('sum', local) if num_replicas > 1 else local
+    total = (ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)
+             if num_replicas > 1 else local)
     losses = self._loss(outputs, labels, num_positives=total)
     return {k: v * float(num_replicas) for k, v in losses.items()}
 
