@@ -203,3 +203,145 @@ def load_experiment(gin_files: Sequence[str], gin_params: Sequence[str] = ()):
   """Parses gin; returns the bound `(task, optimizer_options, trainer_options)`."""
   parse_config(gin_files, gin_params)
   return experiment()
+
+
+# === Architecture search (spinenet-search; spinenet/search, configs/search) ===
+# Appended block: search options, the built-in proxy dataset, the proxy trial
+# run in each worker process, and the gin-driven entry point of the search.
+import functools  # pylint: disable=g-import-not-at-top,wrong-import-position,g-bad-import-order
+
+from spinenet.modeling import plot as _plot  # pylint: disable=g-import-not-at-top,wrong-import-position
+from spinenet.search import driver as _search_driver  # pylint: disable=g-import-not-at-top,wrong-import-position
+from spinenet.search import proxy as _search_proxy  # pylint: disable=g-import-not-at-top,wrong-import-position
+from spinenet.search import space as _search_space  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+SearchOptions = gin.external_configurable(
+    _search_driver.SearchOptions, 'SearchOptions', module=_MODULE)
+BuiltinDataset = gin.external_configurable(
+    _search_proxy.BuiltinDataset, 'BuiltinDataset', module=_MODULE)
+
+
+@gin.configurable('search', module=_MODULE)
+def search_settings(options=None, builtin_dataset=None, reward_metric='AP',
+                    count_flops=True):
+  """What a search gin file binds besides the proxy's experiment.
+
+  Args:
+    options: `SearchOptions` (default: `SearchOptions()` with its bindings).
+    builtin_dataset: `BuiltinDataset` to generate the data into
+      `<search_dir>/data` and bind TRAIN/EVAL_FILE_PATTERN and
+      EVAL_ANNOTATIONS_JSON to it; None: the gin files set the data.
+    reward_metric: COCO metric rewarded ('AP', 'AP50' or 'AP75').
+    count_flops: count each trial's multiply-adds.
+  """
+  return dict(options=options or SearchOptions(), builtin_dataset=builtin_dataset,
+              reward_metric=reward_metric, count_flops=count_flops)
+
+
+def _search_settings_from(gin_files, gin_params):
+  """Reads `search(...)` before the data patterns (maybe still required) exist."""
+  gin.clear_config()
+  gin.add_config_file_search_path(REPO_ROOT)
+  try:
+    with gin.unlock_config():
+      gin.parse_config_files_and_bindings(
+          [_resolve_file(f) for f in gin_files], list(gin_params),
+          finalize_config=False)
+    return search_settings()
+  except (ValueError, SyntaxError, ImportError, IOError) as e:
+    raise ConfigError(f'Bad gin configuration: {e}') from None
+
+
+def _include_path(path):
+  """How `best.gin` includes a gin file: repository-relative, else absolute."""
+  full = os.path.abspath(_resolve_file(path))
+  relative = os.path.relpath(full, REPO_ROOT)
+  return full if relative.startswith('..') else relative
+
+
+def proxy_trial(gin_files, gin_params, reward_metric, count_flops, block_specs,
+                trial_dir):
+  """One proxy trial (runs in a search worker): gin + block specs -> reward dict."""
+  specs = tuple(tuple(s) for s in block_specs)
+  parse_config(gin_files, list(gin_params) +
+               [f'build_retinanet.block_specs = {specs!r}'])
+  write_config(trial_dir)
+  task, optimizer_options, trainer_options = experiment()
+  return _search_proxy.run_proxy_trial(task, optimizer_options, trainer_options,
+                                       trial_dir, reward_metric, count_flops)
+
+
+def best_gin_text(gin_files, gin_params, record, search_dir):
+  """The text of `best.gin`: the search's gin files and params + block specs."""
+  specs = ',\n'.join(f'    {tuple(s)!r}' for s in record['block_specs'])
+  size = {k: record.get(k) for k in ('params', 'flops')}
+  lines = [
+      f'# Best architecture of the search in {os.path.abspath(search_dir)}:',
+      f"# trial {record['trial']}, reward {record['reward']:.4f} "
+      f"({record.get('reward_metric', 'AP')} of the proxy task), "
+      f"params {size['params']}, multiply-adds {size['flops']}.",
+      '# Train it as is (the proxy recipe) or bind more steps / widths after it:',
+      f'#   spinenet-train --gin_file={os.path.abspath(search_dir)}/best.gin \\',
+      '#     --model_dir=/tmp/best --mode=train_and_eval \\',
+      '#     --gin_param="TrainerOptions.train_steps = 5000"',
+      '# Full width (SpineNet-49 scale): build_retinanet.filter_size_scale = 1.0,',
+      '# resample_alpha = 0.5, endpoints_num_filters = 256, head_filters = 256.',
+  ]
+  lines += [f"include '{_include_path(f)}'" for f in gin_files]
+  lines += list(gin_params)
+  lines.append(f'build_retinanet.block_specs = (\n{specs},\n)')
+  return '\n'.join(lines) + '\n'
+
+
+def search_from_config(gin_files: Sequence[str], gin_params: Sequence[str] = (),
+                       *, search_dir: str, num_trials: int, num_workers: int = 1):
+  """Parses a search gin file and runs (or resumes) the search.
+
+  Writes `<search_dir>/best.gin` (trainable with `spinenet-train` as is) and
+  `<search_dir>/best.png` (the block graph) whenever a trial beats the best.
+
+  Args:
+    gin_files: e.g. `['configs/search/proxy_builtin.gin']`.
+    gin_params: extra bindings.
+    search_dir: the search directory (see `spinenet.search.trials`).
+    num_trials: total trials of the directory.
+    num_workers: parallel worker processes.
+
+  Returns:
+    The dict of `spinenet.search.driver.run_search`.
+
+  Raises:
+    ConfigError: for a bad gin file or binding.
+  """
+  if not search_dir:
+    raise ConfigError('--search_dir is required (a local directory).')
+  settings = _search_settings_from(gin_files, gin_params)
+  params = []
+  if settings['builtin_dataset'] is not None:
+    data = _search_proxy.prepare_builtin_dataset(
+        os.path.join(os.path.abspath(search_dir), 'data'),
+        settings['builtin_dataset'])
+    params = [f"TRAIN_FILE_PATTERN = '{data['train_pattern']}'",
+              f"EVAL_FILE_PATTERN = '{data['val_pattern']}'",
+              f"EVAL_ANNOTATIONS_JSON = '{data['val_json']}'"]
+  params += list(gin_params)
+  load_experiment(gin_files, params)  # fails now, not in a worker, if wrong
+  files = [os.path.abspath(_resolve_file(f)) for f in gin_files]
+  evaluate_fn = functools.partial(proxy_trial, files, params,
+                                  settings['reward_metric'],
+                                  settings['count_flops'])
+
+  def on_best(record):
+    record = dict(record, reward_metric=settings['reward_metric'])
+    with open(os.path.join(search_dir, 'best.gin'), 'w') as f:
+      f.write(best_gin_text(gin_files, params, record, search_dir))
+    _plot.plot_block_graph(
+        record['block_specs'], os.path.join(search_dir, 'best.png'),
+        title=f"Search best: trial {record['trial']}, "
+              f"{settings['reward_metric']} {record['reward']:.3f}")
+
+  return _search_driver.run_search(
+      evaluate_fn, search_dir, num_trials, num_workers,
+      options=settings['options'], space=_search_space.SearchSpace(),
+      on_best=on_best)
+# === End of architecture search ===
