@@ -10,7 +10,9 @@ weight decay 4e-5), synchronized batch norm and stochastic depth 0.2 in both:
   values) builds the model and its `RetinaNetTask.train_step` runs the step,
   float32 (`benchmarks/_model_garden.py`).
 * ours: `registry.build_retinanet('49')` and `RetinaNetTask.train_step`
-  (`spinenet/training`), in float32 and mixed bfloat16.
+  (`spinenet/training`), in float32 and mixed bfloat16; `ours_float32_localbn`
+  builds plain batch norm, which on one replica computes the same statistics
+  as synchronized batch norm (the Model Garden keeps its synchronized one).
 
 Variants are timed in alternation (so background load hits them alike);
 medians over `--iters` steps after `--warmup`. The last line is one JSON
@@ -39,8 +41,9 @@ _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps per variant.')
 _ITERS = flags.DEFINE_integer('iters', 10, 'Timed steps per variant.')
 _VARIANTS = flags.DEFINE_list(
     'variants', ['mg_float32', 'ours_float32', 'ours_mixed_bfloat16'],
-    'Variants to time: mg_float32, ours_float32, ours_mixed_bfloat16, '
-    'ours_float32_xla.')
+    'Variants to time: mg_float32, ours_<float32|mixed_bfloat16>[_localbn][_xla] '
+    '(_localbn: plain instead of synchronized batch norm, the same math on one '
+    'replica; _xla: jit_compile).')
 
 NUM_CLASSES = 91
 WEIGHT_DECAY = 4e-5
@@ -93,14 +96,18 @@ def mg_step(size):
 
 
 
-def ours_step(size, precision, jit=False):
-  """Our train step in `precision` (the Keras policy during the build)."""
+def ours_step(size, precision, jit=False, sync_bn=True):
+  """Our train step in `precision` (the Keras policy during the build).
+
+  `sync_bn=False` builds plain batch norm, the same arithmetic on one replica
+  (cross-replica statistics of one replica are its own), fused by TensorFlow.
+  """
   previous = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy(precision)
   try:
     task = retinanet_task.RetinaNetTask(
         lambda: registry.build_retinanet('49', num_classes=NUM_CLASSES,
-                                         input_size=size, use_sync_bn=True))
+                                         input_size=size, use_sync_bn=sync_bn))
     model = task.build_model()
     optimizer = optimization.build_optimizer(
         optimization.OptimizerOptions(), 0.01, precision)
@@ -124,8 +131,9 @@ def main(argv):
       fn, model = mg_step(size)
       args = (images, to_model_garden_labels(labels))
     elif name.startswith('ours_'):
-      precision = name[len('ours_'):].replace('_xla', '')
-      fn, model = ours_step(size, precision, jit=name.endswith('_xla'))
+      precision = name[len('ours_'):].replace('_xla', '').replace('_localbn', '')
+      fn, model = ours_step(size, precision, jit='_xla' in name,
+                            sync_bn='_localbn' not in name)
       args = (images, labels)
     else:
       raise app.UsageError(f'Unknown variant {name!r}')

@@ -1,7 +1,7 @@
 """Distribution tests, each in child processes (devices are fixed per process).
 
 * MirroredStrategy over 2 logical CPUs vs one device, same global batch:
-  same losses and same weights after two steps (sync batch norm, losses
+  same loss and same weights after one step (sync batch norm, losses
   normalized by the global number of positives).
 * MultiWorkerMirroredStrategy with 2 worker processes on 127.0.0.1: both
   train and end with the same weights.
@@ -50,13 +50,15 @@ def _weights(npz, prefix=''):
 def test_mirrored_matches_one_device():
   out = os.path.join(tempfile.mkdtemp(), 'parity.npz')
   subprocess.run([sys.executable, WORKER, 'parity', f'--records_dir={_records_dir()}',
-                  f'--out={out}'], check=True, env=tiny.subprocess_env(), timeout=900)
+                  f'--out={out}'], check=True, env=tiny.subprocess_env(), timeout=1800)
   r = np.load(out)
   assert int(r['mirrored_replicas']) == 2 and int(r['one_replicas']) == 1
   np.testing.assert_allclose(r['mirrored_loss'], r['one_loss'], rtol=1e-4)
-  assert r['one_loss'][1] != r['one_loss'][0]  # the first step changed the model
   one, mirrored = _weights(r, 'one_'), _weights(r, 'mirrored_')
-  assert len(one) == len(mirrored) > 100
+  initial = _weights(r, 'initial_')
+  assert len(one) == len(mirrored) == len(initial) > 100
+  moved = np.mean([np.any(a != b) for a, b in zip(one, initial)])
+  assert moved > 0.5  # the step changed the model
   for a, b in zip(one, mirrored):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 

@@ -2,7 +2,8 @@
 
   python train_worker.py parity --records_dir=D --out=F.npz
       one training step of the same global batch on one device and on a
-      MirroredStrategy over 2 logical CPUs; saves losses and weights.
+      MirroredStrategy over 2 logical CPUs; saves losses and weights (and
+      the initial weights).
   python train_worker.py multi_worker --records_dir=D --model_dir=M --out=F.npz
       trains with MultiWorkerMirroredStrategy (TF_CONFIG from the parent);
       saves this worker's weights.
@@ -25,7 +26,6 @@ def parity(args):
   cpu = tf.config.list_physical_devices('CPU')[0]
   tf.config.set_logical_device_configuration(
       cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-  tf.config.threading.set_intra_op_parallelism_threads(1)
   from spinenet.training import optimization, retinanet_task, trainer  # pylint: disable=g-import-not-at-top
   records = _records(args.records_dir)
   data = retinanet_task.DataOptions(records['train'], global_batch_size=4,
@@ -50,11 +50,13 @@ def parity(args):
         tf.data.Dataset.from_tensors(batch).repeat())
     runner = trainer.Runner(task, model, optimizer, strategy, dataset,
                             global_batch_size=4, step_options=step_options)
-    losses = [float(runner.train(tf.constant(1))['total_loss']) for _ in range(2)]
+    losses = [float(runner.train(tf.constant(1))['total_loss'])]
     results[f'{name}_loss'] = np.array(losses)
     results[f'{name}_replicas'] = np.array(strategy.num_replicas_in_sync)
     for i, w in enumerate(model.get_weights()):
       results[f'{name}_w{i}'] = w
+  for i, w in enumerate(initial):
+    results[f'initial_w{i}'] = w
   np.savez(args.out, **results)
 
 
