@@ -1,0 +1,119 @@
+"""Shared by the serving tests: tiny models with weights that detect things.
+
+The RetinaNet is SpineNet-49S at 128 px with quarter widths, 16-wide
+endpoints, a one-conv head and five blocks (one output block per level), so
+building and exporting it takes seconds. Freshly initialized, RetinaNet
+detects nothing (the class bias starts at the 0.01 prior, below the 0.05
+score threshold) and its batch norms are identities, which would make export
+and folding tests vacuous: `randomize` gives every batch norm random
+statistics and the predictors random weights, so an image yields dozens of
+boxes of varied classes and scores.
+"""
+import io
+import os
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+import tf_keras as keras
+
+from spinenet.modeling import registry
+
+NUM_CLASSES = 5
+INPUT_SIZE = 128
+LABEL_MAP = {1: 'circle', 2: 'square', 3: 'triangle', 4: 'cross'}
+BLOCK_SPECS = ((3, 'bottleneck', (0, 1), True),
+               (4, 'residual', (0, 2), True),
+               (5, 'residual', (2, 3), True),
+               (7, 'residual', (3, 4), True),
+               (6, 'bottleneck', (4, 5), True))
+MOBILE_BLOCK_SPECS = tuple((level, 'mbconv', parents, out)
+                           for level, _, parents, out in BLOCK_SPECS)
+MODEL_ARGS = dict(num_classes=NUM_CLASSES, input_size=INPUT_SIZE,
+                  filter_size_scale=0.25, endpoints_num_filters=16,
+                  head_filters=16, head_convs=1, block_specs=BLOCK_SPECS)
+GIN_PARAMS = [
+    f'build_retinanet.input_size = {INPUT_SIZE}',
+    'build_retinanet.filter_size_scale = 0.25',
+    'build_retinanet.endpoints_num_filters = 16',
+    'build_retinanet.head_filters = 16',
+    'build_retinanet.head_convs = 1',
+    f'build_retinanet.block_specs = {BLOCK_SPECS!r}',
+]
+
+
+def randomize(model, seed=0):
+  """Random batch-norm statistics and predictor weights (in place)."""
+  rng = np.random.default_rng(seed)
+  for layer in model.submodules:
+    if isinstance(layer, keras.layers.BatchNormalization):
+      layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape))
+      layer.beta.assign(rng.normal(0.0, 0.2, layer.beta.shape))
+      layer.moving_mean.assign(rng.normal(0.0, 0.2, layer.moving_mean.shape))
+      layer.moving_variance.assign(rng.uniform(0.5, 2.0, layer.moving_variance.shape))
+    elif layer.name in ('class_predictor', 'box_predictor'):
+      for weight in layer.weights:
+        if 'bias' in weight.name:
+          weight.assign(np.full(weight.shape, -2.0 if 'class' in layer.name else 0.0))
+        else:
+          std = 0.3 if 'class' in layer.name else 0.05
+          weight.assign(rng.normal(0.0, std, weight.shape))
+  return model
+
+
+def retinanet_fn(seed=0, **overrides):
+  """No-argument builder of the tiny, randomized RetinaNet."""
+  def build():
+    model = registry.build_retinanet('49S', **dict(MODEL_ARGS, **overrides))
+    return randomize(model, seed)
+  return build
+
+
+def classifier_fn(seed=0, num_classes=NUM_CLASSES):
+  """No-argument builder of a tiny classifier with random batch norms."""
+  def build():
+    model = registry.build_classifier(
+        '49S', num_classes=num_classes, input_size=INPUT_SIZE,
+        filter_size_scale=0.25, endpoints_num_filters=16, block_specs=BLOCK_SPECS)
+    randomize(model, seed)
+    rng = np.random.default_rng(seed + 1)
+    model.head.linear.kernel.assign(rng.normal(0, 1.0, model.head.linear.kernel.shape))
+    return model
+  return build
+
+
+def image(height=96, width=144, seed=0):
+  """A uint8 `[H, W, 3]` image with smooth structure (not pure noise)."""
+  rng = np.random.default_rng(seed)
+  y, x = np.mgrid[0:height, 0:width]
+  base = np.stack([np.sin(x / 7.0 + c) * np.cos(y / 9.0 - c) for c in range(3)], -1)
+  pixels = 127.5 + 100 * base + rng.normal(0, 10, (height, width, 3))
+  return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def encode(pixels, fmt='PNG'):
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, format=fmt)
+  return buffer.getvalue()
+
+
+def tf_example(encoded):
+  return tf.train.Example(features=tf.train.Features(feature={
+      'image/encoded': tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded]))
+  })).SerializeToString()
+
+
+def png_header(height, width):
+  """The first 33 bytes of a PNG claiming `height` x `width` (a decompression bomb)."""
+  ihdr = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+  chunk = b'IHDR' + ihdr
+  return (b'\x89PNG\r\n\x1a\n' + struct.pack('>I', len(ihdr)) + chunk +
+          struct.pack('>I', zlib.crc32(chunk)))
+
+
+def write_checkpoint(model, directory):
+  """Saves `tf.train.Checkpoint(model=model)` in `directory`; returns the prefix."""
+  os.makedirs(directory, exist_ok=True)
+  return tf.train.Checkpoint(model=model).save(os.path.join(directory, 'ckpt'))
