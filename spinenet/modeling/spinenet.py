@@ -82,16 +82,22 @@ class Resample(keras.layers.Layer):
     level_shift: int. Target level minus parent level.
     mobile: bool.
     options: `layers.BlockOptions`.
+    target_size: optional `(height, width)` of the target block. Going up,
+      the upsampled map is cropped to it: for inputs that are not multiples
+      of `2**level` (e.g. 224 px) a level is `ceil(size / 2**level)` pixels,
+      as stride-2 'same' layers give, so `2**shift` times the parent can be
+      one pixel too many. None: no crop.
   """
 
   def __init__(self, reduced_filters, out_filters, level_shift, mobile=False,
-               options=None, **kwargs):
+               options=None, target_size=None, **kwargs):
     super().__init__(**kwargs)
     if isinstance(options, dict):
       options = layers_lib.BlockOptions.from_dict(options)
     o = self.options = options or layers_lib.BlockOptions()
     self.reduced_filters, self.out_filters = reduced_filters, out_filters
     self.level_shift, self.mobile = level_shift, mobile
+    self.target_size = tuple(target_size) if target_size else None
     self.reduce = None if mobile else ConvNormAct(reduced_filters, 1, options=o,
                                                   name='reduce')
     self.down = []
@@ -114,12 +120,15 @@ class Resample(keras.layers.Layer):
       x = layer(x, training=training) if isinstance(layer, ConvNormAct) else layer(x)
     if self.level_shift < 0:
       x = layers_lib.nearest_upsample(x, 2**(-self.level_shift))
+      if self.target_size is not None:
+        x = x[:, :self.target_size[0], :self.target_size[1]]
     return self.project(x, training=training)
 
   def get_config(self):
     return dict(super().get_config(), reduced_filters=self.reduced_filters,
                 out_filters=self.out_filters, level_shift=self.level_shift,
-                mobile=self.mobile, options=self.options.to_dict())
+                mobile=self.mobile, options=self.options.to_dict(),
+                target_size=self.target_size)
 
 
 class BlockGroup(keras.layers.Layer):
@@ -230,8 +239,10 @@ def build_spinenet(block_specs: Sequence = specs_lib.SPINENET_49,
       is_output)` tuples or `BlockSpec`s. All 'mbconv' gives Mobile SpineNet
       (MBConv stem and depthwise resampling); otherwise 'bottleneck' /
       'residual' blocks with the ResNet stem.
-    input_shape: `(H, W, 3)`; H and W must be multiples of
-      `2**max(block levels)` (None: any such multiple at call time).
+    input_shape: `(H, W, 3)`. Static H and W may be any size: level `l`
+      is then `ceil(H / 2**l)` pixels (as in the authors' implementation;
+      e.g. 224 px for classification). None: any multiple of
+      `2**max(block levels)` at call time.
     min_level, max_level: endpoint levels returned.
     endpoints_num_filters: width of every endpoint.
     resample_alpha: width factor of cross-scale connections (not mobile).
@@ -263,12 +274,10 @@ def build_spinenet(block_specs: Sequence = specs_lib.SPINENET_49,
   widths = MOBILE_FILTERS if mobile else FILTERS
   specs_lib.validate(specs, min_level, max_level,
                      valid_levels=[l for l in widths if l >= 1])
-  for dim in input_shape[:2]:
-    stride = 2**max(s.level for s in specs)
-    if dim is not None and dim % stride:
-      raise ValueError(
-          f'input_shape {tuple(input_shape)}: height and width must be multiples '
-          f'of {stride} (2**{max(s.level for s in specs)}, the deepest block level).')
+  height, width_px = input_shape[:2]
+  deepest = 2**max(s.level for s in specs)
+  crop_up = (height is not None and width_px is not None and
+             bool(height % deepest or width_px % deepest))
   o = layers_lib.BlockOptions(
       activation=activation, use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
       norm_epsilon=norm_epsilon, kernel_initializer=kernel_initializer,
@@ -286,9 +295,13 @@ def build_spinenet(block_specs: Sequence = specs_lib.SPINENET_49,
     resamples = []
     for p in spec.parents:
       _, p_level, p_width, _ = net[p]
+      target = None
+      if crop_up and spec.level < p_level:
+        target = (math.ceil(height / 2**spec.level),
+                  math.ceil(width_px / 2**spec.level))
       resamples.append(Resample(
           int(p_width * resample_alpha), in_width, spec.level - p_level,
-          mobile=mobile, options=o, name=f'resample_{p}'))
+          mobile=mobile, options=o, target_size=target, name=f'resample_{p}'))
       outgoing[p] += 1
     extras = []
     if spec.is_output:
