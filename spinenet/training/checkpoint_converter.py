@@ -1,42 +1,23 @@
 """Converts TensorFlow Model Garden (tf-models-official) SpineNet checkpoints.
 
-The converter reads only the checkpoint (`tf.train.load_checkpoint`): its
-object graph, variable shapes and variable names. It never imports the Model
-Garden, so it works from a bare checkpoint file.
+Reads only the checkpoint (`tf.train.load_checkpoint`: object graph, shapes,
+saved variable names), never the Model Garden code. Matching (docs/convert.md):
 
-How Model Garden variables are matched to ours
-----------------------------------------------
-* The Model Garden model is found in the checkpoint's object graph: the root's
-  `model` child (trainer and export checkpoints), or the root itself (a Keras
-  `save_weights` checkpoint); `--task backbone` also accepts a root `backbone`
-  child (MG's `init_checkpoint_modules: backbone` checkpoints). Its backbone is
-  the model's `_backbone` child, the RetinaNet head its `_head` child.
-* Backbone. MG's SpineNet is a functional Keras model whose checkpoint names
-  layers `layer_with_weights-N` in Keras' graph-depth order, which differs
-  from the order the code creates them. The creation order is recovered from
-  each variable's saved full name: Keras names layers `conv2d`, `conv2d_1`,
-  ... (`batch_normalization_N`, `bottleneck_block_N`, `residual_block_N`,
-  `inverted_bottleneck_block_N`) in creation order. Layers are classified by
-  structure (conv, depthwise conv, batch norm, bottleneck / residual / MBConv
-  block), sorted by that counter within each kind, and paired with our layers
-  of the same kind listed in the Model Garden's creation order: stem conv and
-  norm, stem blocks, then for each block spec the two resampling paths
-  (1x1 conv, norm, stride-2 conv, norm, 1x1 conv, norm; mobile: depthwise
-  stride-2 convs, norms, 1x1 conv, norm) and the block group, then one
-  conv + norm per endpoint level. Inside a block, MG's attributes map by name
-  (`_shortcut`/`_norm0` -> `shortcut_conv`/`shortcut_norm`, `_conv1..3`,
-  `_norm1..3`; MBConv `_conv0`/`_conv1`/`_conv2` -> expand / depthwise /
-  project; `_squeeze_excitation/_se_reduce|_se_expand` -> `se/reduce|expand`).
-  MG's SpineNet-49 builds a 16th, level-2 output block that no endpoint uses:
-  Keras leaves it out of the functional model, so it is not in checkpoints and
-  only shows as a gap in the counters.
-* RetinaNet head: by object path (`_cls_convs/i`, `_cls_norms/<level - min
-  level>/i`, `_classifier`, and the `_box_*` twins). Classification head: MG's
-  `Dense` after global pooling of the top level -> `ClassificationHead.linear`.
-* Every pair must have the same shape, every variable of the Model Garden model
-  must be used and every variable of ours must get a value; otherwise
-  `ConversionError` lists all problems. Objects outside the model (optimizer,
-  its slots, step counters, EMA averages) are ignored and counted in the log.
+* The MG model is the root's `model` child (or the root of a Keras
+  `save_weights`); its backbone the `_backbone` child, its head `_head`.
+* Backbone: MG's functional SpineNet names layers `layer_with_weights-N` in
+  graph-depth order; their creation order is recovered from the saved names,
+  which Keras numbers as it creates layers (`conv2d_17`, `batch_normalization_9`,
+  `bottleneck_block_3`). Within each kind (conv, depthwise conv, norm,
+  bottleneck / residual / MBConv block) they pair, in that order, with ours
+  listed in MG's creation order (`backbone_units`); inside a block MG's
+  attributes map by name (`_BLOCK_ATTRS`). MG's unused 16th SpineNet-49 block
+  is not in the functional model, hence not in checkpoints.
+* Heads by object path: RetinaNet `_cls_convs/i`, `_cls_norms/<level - min
+  level>/i`, `_classifier` and the `_box_*` twins; classifier: the `Dense`.
+* Every pair must agree in shape, every MG model variable must be used and
+  every one of ours filled, else `ConversionError` lists all problems. Objects
+  outside the model (optimizer, slots, counters, EMA) are ignored and counted.
 """
 import collections
 import dataclasses

@@ -23,6 +23,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'parity'))
 import parity_harness as harness  # noqa: E402  (builds the MG model)
 
 from spinenet.cli import convert as convert_cli  # noqa: E402
+from spinenet.modeling import classifier as classifier_lib  # noqa: E402
+from spinenet.modeling import heads  # noqa: E402
 from spinenet.modeling import registry  # noqa: E402
 from spinenet.training import checkpoint_converter as converter  # noqa: E402
 
@@ -76,7 +78,7 @@ def _rewrite(src, dst, drop=(), reshape=None, rename=None, add=None):
   return make(0).write(dst)
 
 
-@pytest.mark.slow  # builds a Model Garden and three of our models (~1 min CPU)
+@pytest.mark.slow  # builds a Model Garden model and two of ours (~1 min CPU)
 class CheckpointConverterTest(tf.test.TestCase):
 
   @classmethod
@@ -205,10 +207,18 @@ class CheckpointConverterTest(tf.test.TestCase):
                       rename={key: 'stem/kernel'})
     self.assertIn('cannot order the', self._refusal(broken))
 
-  def test_refuses_another_model_id(self):
-    with self.assertRaisesRegex(converter.ConversionError, 'shape mismatch') as error:
-      converter.convert(self.mg_ckpt, 'mobile-49S', 'retinanet', self._out())
-    self.assertIn("'mobile-49S'", str(error.exception))
+  def test_refuses_the_wrong_task_listing_the_head_variables(self):
+    classifier = classifier_lib.Classifier(
+        self.ours.backbone, heads.ClassificationHead(NUM_CLASSES, fusion='top'))
+    classifier(tf.zeros([1, 128, 128, 3]))
+    with self.assertRaises(converter.ConversionError) as error:
+      converter.convert(self.mg_ckpt, MODEL_ID, 'classification', self._out(),
+                        model=classifier)
+    message = str(error.exception)
+    self.assertIn('dense layers: 0 in the checkpoint, 1 in our model', message)
+    self.assertRegex(message, r'missing in checkpoint: \S*classification_head/logits/kernel ')
+    head_keys = [k for k in self.our_name if '/_head/' in k]
+    self.assertEqual(message.count('unmatched checkpoint variable'), len(head_keys))
 
   def test_refuses_an_output_dir_that_holds_a_checkpoint(self):
     out = self._out()
