@@ -213,6 +213,7 @@ import functools  # pylint: disable=g-import-not-at-top,wrong-import-position,g-
 from spinenet.modeling import plot as _plot  # pylint: disable=g-import-not-at-top,wrong-import-position
 from spinenet.search import driver as _search_driver  # pylint: disable=g-import-not-at-top,wrong-import-position
 from spinenet.search import proxy as _search_proxy  # pylint: disable=g-import-not-at-top,wrong-import-position
+from spinenet.search import report as _search_report  # pylint: disable=g-import-not-at-top,wrong-import-position
 from spinenet.search import space as _search_space  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SearchOptions = gin.external_configurable(
@@ -273,7 +274,8 @@ def proxy_trial(gin_files, gin_params, reward_metric, count_flops, block_specs,
 
 def best_gin_text(gin_files, gin_params, record, search_dir):
   """The text of `best.gin`: the search's gin files and params + block specs."""
-  specs = ',\n'.join(f'    {tuple(s)!r}' for s in record['block_specs'])
+  specs = ',\n'.join(f'    {(l, f, tuple(p), o)!r}'
+                     for l, f, p, o in record['block_specs'])
   size = {k: record.get(k) for k in ('params', 'flops')}
   lines = [
       f'# Best architecture of the search in {os.path.abspath(search_dir)}:',
@@ -298,7 +300,8 @@ def search_from_config(gin_files: Sequence[str], gin_params: Sequence[str] = (),
   """Parses a search gin file and runs (or resumes) the search.
 
   Writes `<search_dir>/best.gin` (trainable with `spinenet-train` as is) and
-  `<search_dir>/best.png` (the block graph) whenever a trial beats the best.
+  `<search_dir>/best.png` (the block graph) whenever a trial beats the best,
+  and `<search_dir>/reward_curve.png` after every trial.
 
   Args:
     gin_files: e.g. `['configs/search/proxy_builtin.gin']`.
@@ -340,8 +343,13 @@ def search_from_config(gin_files: Sequence[str], gin_params: Sequence[str] = (),
         title=f"Search best: trial {record['trial']}, "
               f"{settings['reward_metric']} {record['reward']:.3f}")
 
+  def on_trial(records):
+    _search_report.plot_reward_curve(
+        records, os.path.join(search_dir, 'reward_curve.png'),
+        title=f"Search ({settings['options'].algorithm}): {len(records)} trials")
+
   return _search_driver.run_search(
       evaluate_fn, search_dir, num_trials, num_workers,
       options=settings['options'], space=_search_space.SearchSpace(),
-      on_best=on_best)
+      on_best=on_best, on_trial=on_trial)
 # === End of architecture search ===

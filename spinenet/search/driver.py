@@ -120,6 +120,7 @@ def run_search(evaluate_fn: EvaluateFn, search_dir: str, num_trials: int,
                options: SearchOptions = SearchOptions(),
                space: space_lib.SearchSpace = space_lib.SearchSpace(),
                on_best: Optional[Callable[[dict], None]] = None,
+               on_trial: Optional[Callable[[list], None]] = None,
                poll_seconds: float = 1.0) -> dict:
   """Runs (or resumes) a search until `search_dir` holds `num_trials` trials.
 
@@ -134,6 +135,8 @@ def run_search(evaluate_fn: EvaluateFn, search_dir: str, num_trials: int,
     space: `space.SearchSpace`.
     on_best: called in this process with the record of each new best trial
       (e.g. to write `best.gin`).
+    on_trial: called in this process with all finished records after each
+      trial (e.g. to plot the reward curve).
     poll_seconds: how often to check that workers are alive.
 
   Returns:
@@ -237,6 +240,8 @@ def run_search(evaluate_fn: EvaluateFn, search_dir: str, num_trials: int,
       best = record
       if on_best is not None:
         on_best(best)
+    if on_trial is not None:
+      on_trial(records)
     done = len(records) - start_count
     rate = (time.monotonic() - start_time) / done
     eta = time.strftime('%H:%M:%S', time.gmtime(rate * (num_trials - len(records))))
