@@ -9,9 +9,13 @@ and folding tests vacuous: `randomize` gives every batch norm random
 statistics and the predictors random weights, so an image yields dozens of
 boxes of varied classes and scores.
 """
+import atexit
+import functools
 import io
 import os
+import shutil
 import struct
+import tempfile
 import zlib
 
 import numpy as np
@@ -20,6 +24,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from spinenet.modeling import registry
+from spinenet.serving import export_lib
 
 NUM_CLASSES = 5
 INPUT_SIZE = 128
@@ -117,3 +122,19 @@ def write_checkpoint(model, directory):
   """Saves `tf.train.Checkpoint(model=model)` in `directory`; returns the prefix."""
   os.makedirs(directory, exist_ok=True)
   return tf.train.Checkpoint(model=model).save(os.path.join(directory, 'ckpt'))
+
+
+@functools.lru_cache(maxsize=None)
+def exported_detector(max_image_pixels=40_000):
+  """`(export base path, model)`: the tiny detector exported once per process.
+
+  Identity class map, `LABEL_MAP` names, batch norms folded, images over
+  `max_image_pixels` refused. The directory lives until the process exits.
+  """
+  model = retinanet_fn(seed=0)()
+  base = tempfile.mkdtemp()
+  atexit.register(shutil.rmtree, base, ignore_errors=True)
+  export_lib.export_saved_model(
+      lambda: model, base, label_map=LABEL_MAP,
+      options=export_lib.ExportOptions(max_image_pixels=max_image_pixels))
+  return base, model

@@ -1,0 +1,93 @@
+"""TF Serving's REST JSON: request forms, binary values, errors, responses."""
+import base64
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from spinenet.serving import rest_json
+
+IMAGES = {'images': (tf.uint8, tf.TensorShape([None, None, None, 3]))}
+BYTES = {'image_bytes': (tf.string, tf.TensorShape([None]))}
+TWO = {'a': (tf.float32, tf.TensorShape([None, 2])), 'b': (tf.int32, tf.TensorShape([None]))}
+SIGNATURES = {'serving_default': IMAGES, 'serve_bytes': BYTES, 'two': TWO}
+
+
+def _b64(data):
+  return {'b64': base64.b64encode(data).decode()}
+
+
+class ParseTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_row_format_single_input_bare_and_named(self):
+    pixel = [[[1, 2, 3]]]
+    for instances in ([pixel, pixel], [{'images': pixel}, {'images': pixel}]):
+      name, inputs, rows = rest_json.parse_request({'instances': instances}, SIGNATURES)
+      self.assertEqual((name, rows), ('serving_default', True))
+      self.assertEqual(inputs['images'].dtype, np.uint8)
+      self.assertAllEqual(inputs['images'], np.array([pixel, pixel], np.uint8))
+
+  def test_binary_values_and_text(self):
+    _, inputs, _ = rest_json.parse_request(
+        {'signature_name': 'serve_bytes', 'instances': [_b64(b'\x00\xff'), 'text']},
+        SIGNATURES)
+    self.assertEqual(list(inputs['image_bytes']), [b'\x00\xff', b'text'])
+
+  def test_columnar_format_several_inputs(self):
+    _, inputs, rows = rest_json.parse_request(
+        {'signature_name': 'two', 'inputs': {'a': [[1, 2.5]], 'b': [7]}}, SIGNATURES)
+    self.assertFalse(rows)
+    self.assertAllClose(inputs['a'], [[1.0, 2.5]])
+    self.assertAllEqual(inputs['b'], [7])
+    _, inputs, _ = rest_json.parse_request(
+        {'signature_name': 'two', 'instances': [{'a': [1, 2], 'b': 3}]}, SIGNATURES)
+    self.assertAllEqual(inputs['b'], [3])
+
+  @parameterized.parameters(
+      ({'instances': [[[[1, 2, 3]]], [[[1, 2, 3], [4, 5, 6]]]]}, 'differs from instances[0]'),
+      ({'instances': [[[[1, 2, 3]], [[1, 2]]]]}, 'rectangular'),
+      ({'instances': [[[[1, 2, 256]]]]}, 'must be in [0, 255]'),
+      ({'instances': [[[[1, 2, -1]]]]}, 'must be in [0, 255]'),
+      ({'instances': [[[[1.5, 2, 3]]]]}, 'fractional'),
+      ({'instances': [[[[True, 2, 3]]]]}, None),
+      ({'instances': [[[{'b64': 'AA=='}]]]}, 'mixed types'),
+      ({'signature_name': 'two', 'instances': [[1, 2]]}, 'must be an object keyed'),
+      ({'signature_name': 'two', 'inputs': {'a': [[1, 2]]}}, "missing ['b']"),
+      ({'signature_name': 'two', 'inputs': [[1, 2]]}, 'keyed by the inputs'),
+      ({'signature_name': 'serve_bytes', 'instances': [5]}, 'expected strings'),
+      ({'signature_name': 'serve_bytes', 'instances': [{'b64': 5}]}, 'base64 string'),
+      ({'signature_name': 'serve_bytes', 'inputs': [[_b64(b'x')]]}, 'rank 1'),
+      ({'instances': [1], 'extra': 1}, 'Unknown request field'),
+      ({}, 'exactly one of'),
+      ({'instances': {'images': 1}}, 'non-empty list'),
+  )
+  def test_malformed_requests(self, body, message):
+    if message is None:  # JSON true is a valid number 1
+      rest_json.parse_request(body, SIGNATURES)
+      return
+    with self.assertRaisesRegex(rest_json.RequestError, message.replace('[', r'\[')
+                                .replace(']', r'\]').replace('(', r'\(')):
+      rest_json.parse_request(body, SIGNATURES)
+
+
+class FormatTest(tf.test.TestCase):
+
+  def test_rows_and_columns(self):
+    outputs = {'scores': np.array([[0.5, 0.25], [1.0, 0.0]], np.float32),
+               'names': np.array([[b'cat', b''], [b'dog', b'x']], object),
+               'thumb_bytes': np.array([b'\x00\x01', b'\xff'], object)}
+    rows = rest_json.format_response(outputs, row_format=True)['predictions']
+    self.assertLen(rows, 2)
+    self.assertEqual(rows[0]['names'], ['cat', ''])
+    self.assertEqual(rows[1]['scores'], [1.0, 0.0])
+    self.assertEqual(base64.b64decode(rows[1]['thumb_bytes']['b64']), b'\xff')
+    columns = rest_json.format_response(outputs, row_format=False)['outputs']
+    self.assertEqual(columns['names'], [['cat', ''], ['dog', 'x']])
+    single = rest_json.format_response({'y': np.array([3, 4])}, row_format=True)
+    self.assertEqual(single, {'predictions': [3, 4]})
+    self.assertEqual(rest_json.format_response({'y': np.array([3, 4])}, False),
+                     {'outputs': [3, 4]})
+
+
+if __name__ == '__main__':
+  tf.test.main()
