@@ -410,17 +410,24 @@ def convert(model_garden_checkpoint: str, model_id: str, task: str,
   problems, mapping, used = [], [], set()
   mg_backbone, order_problems = _mg_units(graph, backbone_node)
   problems += order_problems
-  _pair_units(graph, mg_backbone, backbone_units(backbone), problems, mapping, used)
-  if task == 'retinanet':
-    head_node = _find(graph, model_node, '_head', 'head')
-    _pair(graph, head_node, retinanet_head_vars(model.head), '<model>/_head',
-          problems, mapping, used)
-  elif task == 'classification':
+  ours = backbone_units(backbone)
+  head_units = ([('dense', 'classification_head/logits', _layer_vars(model.head.linear))]
+                if task == 'classification' else [])
+  head_vars = retinanet_head_vars(model.head) if task == 'retinanet' else {}
+  listed = {id(v) for _, _, vs in ours + head_units for v in vs.values()}
+  listed |= {id(v) for v in head_vars.values()}
+  for w in model.weights:
+    if id(w) not in listed:
+      problems.append(f'no Model Garden counterpart known for {w.name.split(":")[0]} '
+                      f'{tuple(w.shape)} (a layer this converter does not map)')
+  _pair_units(graph, mg_backbone, ours, problems, mapping, used)
+  if task == 'classification':
     mg_head, order_problems = _mg_units(graph, model_node, exclude={backbone_node})
     problems += order_problems
-    _pair_units(graph, mg_head, [('dense', 'classification_head/logits',
-                                  _layer_vars(model.head.linear))],
-                problems, mapping, used)
+    _pair_units(graph, mg_head, head_units, problems, mapping, used)
+  elif task == 'retinanet':
+    _pair(graph, _find(graph, model_node, '_head', 'head'), head_vars, '<model>/_head',
+          problems, mapping, used)
   scope = graph.variables_under(scope_node)
   for node in sorted(set(scope) - used, key=graph.key):
     problems.append(f'unmatched checkpoint variable: {graph.key(node)} {graph.shape(node)}')
