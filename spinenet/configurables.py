@@ -205,6 +205,20 @@ def load_experiment(gin_files: Sequence[str], gin_params: Sequence[str] = ()):
   return experiment()
 
 
+# === Classification (ClassificationTask; configs/tasks/classification_*.gin) ===
+# Appended block: the classifier builder, its task and data options.
+from spinenet.training import classification_task  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+build_classifier = gin.external_configurable(
+    registry.build_classifier, 'build_classifier', module=_MODULE)
+ClassificationTask = gin.external_configurable(
+    classification_task.ClassificationTask, 'ClassificationTask', module=_MODULE)
+ClassificationDataOptions = gin.external_configurable(
+    classification_task.ClassificationDataOptions, 'ClassificationDataOptions',
+    module=_MODULE)
+# === End of classification ===
+
+
 # === Architecture search (spinenet-search; spinenet/search, configs/search) ===
 # Appended block: search options, the built-in proxy dataset, the proxy trial
 # run in each worker process, and the gin-driven entry point of the search.
