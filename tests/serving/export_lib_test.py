@@ -7,7 +7,6 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from spinenet.data import detection_parser
 from spinenet.serving import export_lib
 from spinenet.serving import signatures as sig
 
@@ -20,22 +19,10 @@ MAX_PIXELS = 40_000
 
 
 def _reference_detections(model, pixels):
-  """The Keras model's detections in original pixels, via the evaluation parser."""
-  parser = detection_parser.EvalParser(serving_testing.INPUT_SIZE)
-  data = {'image': tf.constant(pixels), 'source_id': tf.constant('1'),
-          'groundtruth_boxes': tf.zeros([0, 4]),
-          'groundtruth_classes': tf.zeros([0], tf.int32),
-          'groundtruth_is_crowd': tf.zeros([0], tf.bool),
-          'groundtruth_area': tf.zeros([0])}
-  image, labels = parser(data)
-  info = labels['image_info']
-  outputs = model(image[tf.newaxis], training=False)
-  detections = model.postprocess(outputs, (serving_testing.INPUT_SIZE,) * 2,
-                                 image_shape=info[tf.newaxis, 1])
-  num = int(detections['num_detections'][0])
-  boxes = detections['detection_boxes'][0, :num] / tf.tile(info[2], [2])
-  return {'boxes': boxes.numpy(), 'scores': detections['detection_scores'][0, :num].numpy(),
-          'classes': np.take(CLASS_TO_CATEGORY, detections['detection_classes'][0, :num])}
+  """The Keras model's detections, classes mapped to category ids."""
+  reference = serving_testing.keras_detections(model, pixels)
+  reference['classes'] = np.take(CLASS_TO_CATEGORY, reference['classes'])
+  return reference
 
 
 def _tempdir(test):

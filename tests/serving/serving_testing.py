@@ -23,6 +23,7 @@ from PIL import Image
 import tensorflow as tf
 import tf_keras as keras
 
+from spinenet.data import detection_parser
 from spinenet.modeling import registry
 from spinenet.serving import export_lib
 
@@ -71,6 +72,7 @@ def randomize(model, seed=0):
 def retinanet_fn(seed=0, **overrides):
   """No-argument builder of the tiny, randomized RetinaNet."""
   def build():
+    keras.utils.set_random_seed(seed)
     model = registry.build_retinanet('49S', **dict(MODEL_ARGS, **overrides))
     return randomize(model, seed)
   return build
@@ -79,6 +81,7 @@ def retinanet_fn(seed=0, **overrides):
 def classifier_fn(seed=0, num_classes=NUM_CLASSES):
   """No-argument builder of a tiny classifier with random batch norms."""
   def build():
+    keras.utils.set_random_seed(seed)
     model = registry.build_classifier(
         '49S', num_classes=num_classes, input_size=INPUT_SIZE,
         filter_size_scale=0.25, endpoints_num_filters=16, block_specs=BLOCK_SPECS)
@@ -138,3 +141,27 @@ def exported_detector(max_image_pixels=40_000):
       lambda: model, base, label_map=LABEL_MAP,
       options=export_lib.ExportOptions(max_image_pixels=max_image_pixels))
   return base, model
+
+
+def keras_detections(model, pixels):
+  """The Keras model's detections of `pixels`, through the evaluation parser.
+
+  Returns:
+    dict of NumPy `boxes` `[N, 4]` (ymin, xmin, ymax, xmax in pixels of
+    `pixels`), `scores` `[N]`, `classes` `[N]` (class indices).
+  """
+  parser = detection_parser.EvalParser(INPUT_SIZE)
+  data = {'image': tf.constant(pixels), 'source_id': tf.constant('1'),
+          'groundtruth_boxes': tf.zeros([0, 4]),
+          'groundtruth_classes': tf.zeros([0], tf.int32),
+          'groundtruth_is_crowd': tf.zeros([0], tf.bool),
+          'groundtruth_area': tf.zeros([0])}
+  inputs, labels = parser(data)
+  info = labels['image_info']
+  outputs = model(inputs[tf.newaxis], training=False)
+  detections = model.postprocess(outputs, (INPUT_SIZE, INPUT_SIZE),
+                                 image_shape=info[tf.newaxis, 1])
+  num = int(detections['num_detections'][0])
+  boxes = detections['detection_boxes'][0, :num] / tf.tile(info[2], [2])
+  return {'boxes': boxes.numpy(), 'scores': detections['detection_scores'][0, :num].numpy(),
+          'classes': detections['detection_classes'][0, :num].numpy()}
