@@ -105,7 +105,12 @@ class _Worker:
       self.tasks.put(None)
       self.process.join(timeout)
     if self.process.is_alive():
+      # SIGTERM first; training treats it as a preemption notice and may go
+      # on to evaluate, so SIGKILL if the worker is still there.
       self.process.terminate()
+      self.process.join(timeout)
+    if self.process.is_alive():
+      self.process.kill()
       self.process.join(timeout)
 
 
