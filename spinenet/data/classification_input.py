@@ -177,7 +177,7 @@ def center_crop_window(image_size, crop_fraction=0.875):
   side = tf.cast(crop_fraction * tf.cast(tf.reduce_min(image_size), tf.float32),
                  tf.int32)
   side = tf.maximum(side, 1)
-  offset = (image_size - side + 1) // 2
+  offset = (image_size - side) // 2  # as the exported models crop
   return offset, tf.stack([side, side])
 
 
