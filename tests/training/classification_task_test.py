@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 
 from spinenet import configurables
 from spinenet.data import builtin_classification
+from spinenet.data import classification_input
 from spinenet.modeling import registry
 from spinenet.training import classification_task as ct
 from spinenet.training import optimization
@@ -200,3 +201,36 @@ def test_spinenet49_classifier_matches_the_papers_params_and_flops():
   trainable = result['params_detail']['total']['trainable']
   assert trainable == pytest.approx(22.1e6, rel=0.01)
   assert result['flops'] == pytest.approx(3.5e9, rel=0.01)
+
+
+def test_exported_classifier_serves_what_evaluation_sees():
+  export_lib = pytest.importorskip('spinenet.serving.export_lib')
+  task = _tiny_task(5)
+  model = task.build_model()
+  kernel = model.head.linear.kernel  # logits far from 0, so a mismatch shows
+  kernel.assign(tf.random.stateless_normal(kernel.shape, [3, 4]))
+  model_dir = tempfile.mkdtemp()
+  checkpoint = tf.train.Checkpoint(model=model).write(os.path.join(model_dir, 'ckpt'))
+  result = export_lib.export_saved_model(
+      task.build_model, os.path.join(model_dir, 'export'), checkpoint=checkpoint,
+      label_map={i: f'class{i}' for i in range(5)},
+      options=export_lib.ExportOptions(top_k=3))
+  assert result.task == 'classification'
+  served = tf.saved_model.load(result.path).signatures['serving_default']
+  # The evaluation input of one lossless image, through the trained model.
+  pixels = np.random.default_rng(0).integers(0, 255, (70, 90, 3), np.uint8)
+  records = os.path.join(model_dir, 'eval.tfrecord')
+  with tf.io.TFRecordWriter(records) as writer:
+    writer.write(classification_input.build_example(
+        tf.io.encode_png(pixels).numpy(), 2).SerializeToString())
+  data = ct.ClassificationDataOptions(file_pattern=records, global_batch_size=1)
+  images, _ = next(iter(classification_input.build_dataset(data, 64, False)))
+  expected = model(images, training=False).numpy()[0]
+  out = {k: v.numpy()[0] for k, v in served(tf.constant(pixels[None])).items()}
+  assert sorted(out) == ['logits', 'probabilities', 'top_k_class_names',
+                         'top_k_classes', 'top_k_scores']
+  np.testing.assert_allclose(out['logits'], expected, rtol=1e-3, atol=1e-3)
+  np.testing.assert_array_equal(out['top_k_classes'], np.argsort(-expected)[:3])
+  np.testing.assert_allclose(out['top_k_scores'],
+                             np.sort(out['probabilities'])[::-1][:3], rtol=1e-6)
+  assert out['top_k_class_names'][0].decode() == f'class{out["top_k_classes"][0]}'
