@@ -8,6 +8,11 @@ from spinenet.ops import box_ops
 
 
 def _logit(p):
+  """log(p / (1 - p)): -inf for p <= 0 (keep every score), +inf for p >= 1."""
+  if p <= 0.0:
+    return -math.inf
+  if p >= 1.0:
+    return math.inf
   return math.log(p / (1.0 - p))
 
 
