@@ -274,6 +274,10 @@ def build_spinenet(block_specs: Sequence = specs_lib.SPINENET_49,
   widths = MOBILE_FILTERS if mobile else FILTERS
   specs_lib.validate(specs, min_level, max_level,
                      valid_levels=[l for l in widths if l >= 1])
+  if len(input_shape) != 3 or input_shape[2] != 3 or any(
+      d is not None and (not isinstance(d, int) or d < 1) for d in input_shape[:2]):
+    raise ValueError(f'input_shape must be (height, width, 3) with positive or '
+                     f'None height and width; got {tuple(input_shape)}.')
   height, width_px = input_shape[:2]
   deepest = 2**max(s.level for s in specs)
   crop_up = (height is not None and width_px is not None and

@@ -55,8 +55,10 @@ def test_malformed_tuple_is_named():
 def test_builder_validates_before_building():
   with pytest.raises(ValueError, match=r'No output block for endpoint level\(s\) \[6, 7\]'):
     sn.build_spinenet(TINY, input_shape=(64, 64, 3))
-  with pytest.raises(ValueError, match='multiples of 32'):
-    sn.build_spinenet(TINY, input_shape=(100, 100, 3), max_level=5)
+  with pytest.raises(ValueError, match=r'input_shape must be \(height, width, 3\)'):
+    sn.build_spinenet(TINY, input_shape=(64, 64), max_level=5)
+  with pytest.raises(ValueError, match=r'input_shape .* got \(0, 64, 3\)'):
+    sn.build_spinenet(TINY, input_shape=(0, 64, 3), max_level=5)
   with pytest.raises(ValueError, match='mix mbconv'):
     sn.build_spinenet(((3, 'mbconv', (0, 1), True),) + TINY[1:], max_level=5)
 
