@@ -167,9 +167,19 @@ class ServerTest(tf.test.TestCase):
     self._assert_detections(payload['predictions'][0])
 
   def test_too_large_bodies_are_refused_unread(self):
-    big = {'signature_name': sig.IMAGE_BYTES,
-           'instances': [_b64(b'\0' * MAX_REQUEST_BYTES)]}
-    status, payload = self._predict(big)
+    # Headers only: the server answers from Content-Length before any body is
+    # sent (a client still writing the body when the server closes the
+    # connection would see a broken pipe instead of the answer).
+    connection = http.client.HTTPConnection('127.0.0.1', self.port, timeout=120)
+    try:
+      connection.putrequest('POST', '/v1/models/shapes:predict')
+      connection.putheader('Content-Type', 'application/json')
+      connection.putheader('Content-Length', str(MAX_REQUEST_BYTES + 1))
+      connection.endheaders()
+      response = connection.getresponse()
+      status, payload = response.status, json.loads(response.read())
+    finally:
+      connection.close()
     self.assertEqual(status, 413)
     self.assertIn(f'limit is {MAX_REQUEST_BYTES}', payload['error'])
     status, _ = self._request('GET', '/v1/models/shapes')
