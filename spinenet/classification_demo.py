@@ -28,13 +28,6 @@ from spinenet import configurables
 from spinenet.data import builtin_classification
 from spinenet.data import classification_input
 
-_OUTPUT_DIR = flags.DEFINE_string('output_dir', 'demo_classification',
-                                  'Where the data and the model go.')
-_GIN_PARAM = flags.DEFINE_multi_string(
-    'gin_param', [],
-    'Extra gin bindings for experiments/demo_classification_cpu.gin.')
-_NUM_TRAIN = flags.DEFINE_integer('num_train', 2000, 'Training images.')
-_NUM_VAL = flags.DEFINE_integer('num_val', 400, 'Validation images.')
 
 DEMO_GIN = 'experiments/demo_classification_cpu.gin'
 IMAGE_SIZE = 96  # generated images; the model sees 64 px crops
@@ -121,13 +114,25 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
-    run_demo(_OUTPUT_DIR.value, _GIN_PARAM.value, _NUM_TRAIN.value,
-             _NUM_VAL.value)
+    run_demo(FLAGS.output_dir, FLAGS.gin_param, FLAGS.num_train, FLAGS.num_val)
   except configurables.ConfigError as e:
     raise app.UsageError(str(e)) from None
 
 
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The command's flags; defined when it runs, so that importing this module
+  (its functions are a library too) leaves the global flag registry alone."""
+  flags.DEFINE_string('output_dir', 'demo_classification', 'Where the data and the model go.')
+  flags.DEFINE_multi_string('gin_param', [], 'Extra gin bindings for experiments/demo_classification_cpu.gin.')
+  flags.DEFINE_integer('num_train', 2000, 'Training images.')
+  flags.DEFINE_integer('num_val', 400, 'Validation images.')
+
+
 def run():
+  define_flags()
   app.run(main)
 
 

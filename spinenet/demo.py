@@ -11,6 +11,7 @@ r"""The end-to-end demo: data -> TFRecords -> training -> COCO evaluation.
 
 Re-running reuses the dataset and resumes (or skips) training.
 """
+import glob
 import os
 import time
 
@@ -22,12 +23,6 @@ from spinenet import configurables
 from spinenet.data import builtin_dataset
 from spinenet.data import coco_converter
 
-_OUTPUT_DIR = flags.DEFINE_string('output_dir', 'demo_output',
-                                  'Where the data, records and model go.')
-_GIN_PARAM = flags.DEFINE_multi_string(
-    'gin_param', [], 'Extra gin bindings for experiments/demo_cpu.gin.')
-_NUM_TRAIN = flags.DEFINE_integer('num_train', 400, 'Training images.')
-_NUM_VAL = flags.DEFINE_integer('num_val', 100, 'Validation images.')
 
 DEMO_GIN = 'experiments/demo_cpu.gin'
 
@@ -55,7 +50,8 @@ def prepare_data(output_dir, num_train=400, num_val=100):
     logging.info('dataset ready in %.0f s', time.monotonic() - start)
   return {'train_pattern': os.path.join(records, 'train-*.tfrecord'),
           'val_pattern': os.path.join(records, 'val-*.tfrecord'),
-          'val_json': paths['val_json']}
+          'val_json': paths['val_json'],
+          'val_images': os.path.join(data_dir, 'val')}
 
 
 def run_demo(output_dir, extra_gin_params=(), num_train=400, num_val=100):
@@ -71,9 +67,15 @@ def run_demo(output_dir, extra_gin_params=(), num_train=400, num_val=100):
       [DEMO_GIN], params, mode='train_and_eval', model_dir=model_dir,
       strategy='one_device')
   metrics = result['eval']
-  # Export and prediction hook: export `model_dir` as a SavedModel, predict
-  # one validation image and save it with its boxes drawn (added with
-  # spinenet/serving).
+  # Export the trained model as a SavedModel (what TF Serving loads), predict
+  # one validation image through it and save the image with its boxes drawn.
+  from spinenet.serving import demo_step  # pylint: disable=g-import-not-at-top
+  image = sorted(glob.glob(os.path.join(data['val_images'], '*.jpg')))[0]
+  prediction = demo_step.export_and_predict(
+      [DEMO_GIN], params, model_dir, os.path.join(output_dir, 'export'), image,
+      os.path.join(output_dir, 'prediction.png'))
+  found = ', '.join(f'{d["name"]} {d["score"]:.2f}'
+                    for d in prediction['detections'][:8]) or 'nothing above 0.3'
   minutes = (time.monotonic() - start) / 60
   print('\n'.join([
       '',
@@ -88,6 +90,9 @@ def run_demo(output_dir, extra_gin_params=(), num_train=400, num_val=100):
       f'APm {metrics["APm"]:.3f}  APl {metrics["APl"]:.3f}  '
       f'AR@100 {metrics["ARmax100"]:.3f}',
       f'metrics: {os.path.join(model_dir, "eval", "metrics.json")}',
+      f'SavedModel: {prediction["export_path"]} (serve it: spinenet-serve '
+      f'--model_base_path={os.path.join(output_dir, "export")})',
+      f'prediction: {prediction["output_path"]} ({found})',
       '=' * 64,
   ]))
   return metrics
@@ -97,11 +102,27 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
-    run_demo(_OUTPUT_DIR.value, _GIN_PARAM.value, _NUM_TRAIN.value,
-             _NUM_VAL.value)
+    run_demo(FLAGS.output_dir, FLAGS.gin_param, FLAGS.num_train, FLAGS.num_val)
   except configurables.ConfigError as e:
     raise app.UsageError(str(e)) from None
 
 
-if __name__ == '__main__':
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The command's flags; defined when it runs, so that importing this module
+  (its functions are a library too) leaves the global flag registry alone."""
+  flags.DEFINE_string('output_dir', 'demo_output', 'Where the data, records and model go.')
+  flags.DEFINE_multi_string('gin_param', [], 'Extra gin bindings for experiments/demo_cpu.gin.')
+  flags.DEFINE_integer('num_train', 400, 'Training images.')
+  flags.DEFINE_integer('num_val', 100, 'Validation images.')
+
+
+def run():
+  define_flags()
   app.run(main)
+
+
+if __name__ == '__main__':
+  run()
