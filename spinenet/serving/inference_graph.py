@@ -7,9 +7,9 @@ convolutions (`fold_batch_norm.fold_batch_norms`) and wraps the resulting
 `tf.function`, it imports the graph (constants included) into the function
 being traced, so saving that function in a SavedModel saves the frozen graph.
 
-Why constants: TensorFlow's CPU graph optimizer only fuses a convolution with
-the bias add, batch norm and activation around it, and oneDNN only caches
-its reordered weights, when the filter is a constant.
+Why constants: folding rewrites the filters, which must be known values; and
+a frozen graph is self-contained (no variables to restore), which TF Serving
+loads as any other SavedModel.
 """
 from typing import Callable, Sequence
 
@@ -75,12 +75,17 @@ def _frozen_graph_def(concrete):
   """`(GraphDef with variables as constants, names of the remaining inputs)`.
 
   The first half of `convert_variables_to_constants_v2`, which would also
-  wrap the GraphDef into a function (seconds of pruning) that we do not need.
+  wrap the GraphDef into a function (seconds of pruning) that we do not need;
+  the public function is the fallback if TensorFlow's internals move.
   """
-  data = convert_to_constants._FunctionConverterDataInEager(  # pylint: disable=protected-access
-      func=concrete, lower_control_flow=True, aggressive_inlining=False)
-  graph_def, converted = convert_to_constants._replace_variables_by_constants(  # pylint: disable=protected-access
-      converter_data=data)
+  try:
+    data = convert_to_constants._FunctionConverterDataInEager(  # pylint: disable=protected-access
+        func=concrete, lower_control_flow=True, aggressive_inlining=False)
+    graph_def, converted = convert_to_constants._replace_variables_by_constants(  # pylint: disable=protected-access
+        converter_data=data)
+  except AttributeError:
+    frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
+    return frozen.graph.as_graph_def(), [t.name for t in frozen.inputs]
   captures = concrete.graph.internal_captures
   converted = {id(captures[i]) for i in converted}
   return graph_def, [t.name for t in concrete.inputs if id(t) not in converted]

@@ -35,8 +35,8 @@ def _big_endian(b):
   return tf.reduce_sum(b * tf.constant([1 << 24, 1 << 16, 1 << 8, 1], tf.int64))
 
 
-def _little_endian(b):
-  weights = tf.constant([1, 1 << 8, 1 << 16, 1 << 24][:b.shape[0]], tf.int64)
+def _little_endian(b, length):
+  weights = tf.constant([1, 1 << 8, 1 << 16, 1 << 24][:length], tf.int64)
   return tf.reduce_sum(b * weights)
 
 
@@ -74,13 +74,13 @@ def encoded_image_size(encoded, name='image_bytes'):
                      _big_endian(_bytes_at(encoded, 16, 4))])
 
   def gif():
-    return tf.stack([_little_endian(_bytes_at(encoded, 8, 2)),
-                     _little_endian(_bytes_at(encoded, 6, 2))])
+    return tf.stack([_little_endian(_bytes_at(encoded, 8, 2), 2),
+                     _little_endian(_bytes_at(encoded, 6, 2), 2)])
 
   def bmp():
-    height = _little_endian(_bytes_at(encoded, 22, 4))
+    height = _little_endian(_bytes_at(encoded, 22, 4), 4)
     height = tf.where(height >= 1 << 31, (1 << 32) - height, height)  # top-down
-    return tf.stack([height, _little_endian(_bytes_at(encoded, 18, 4))])
+    return tf.stack([height, _little_endian(_bytes_at(encoded, 18, 4), 4)])
 
   def unknown():
     fail = tf.debugging.Assert(False, [_message(

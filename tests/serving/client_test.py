@@ -3,6 +3,8 @@ from concurrent import futures
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 
@@ -151,6 +153,28 @@ class ClientTest(tf.test.TestCase):
     self.assertTrue(np.any(np.all(edge == color, axis=-1)))
     with self.assertRaisesRegex(ValueError, 'holds input images'):
       predict_lib.predict_files(self.local, paths, inputs)
+
+
+  def test_spinenet_predict_command_line(self):
+    """The CLI end to end in a child process (its flags stay out of this one)."""
+    image = os.path.join(self.tmp, 'cli.png')
+    with open(image, 'wb') as f:
+      f.write(self.images[0])
+    out = os.path.join(self.tmp, 'cli_out')
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', TF_USE_LEGACY_KERAS='1')
+    done = subprocess.run(
+        [sys.executable, '-m', 'spinenet.cli.predict', f'--target={self.base}',
+         f'--image={os.path.join(self.tmp, "cli.*")}', f'--output_dir={out}',
+         '--min_score=0.2'], capture_output=True, text=True, env=env, timeout=600)
+    self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+    self.assertIn(f'{image} -> {os.path.join(out, "cli.png")}', done.stdout)
+    self.assertTrue(os.path.exists(os.path.join(out, 'cli.png')))
+    done = subprocess.run(
+        [sys.executable, '-m', 'spinenet.cli.predict', f'--target={self.base}',
+         '--image=/no/such/*.jpg', f'--output_dir={out}'],
+        capture_output=True, text=True, env=env, timeout=600)
+    self.assertNotEqual(done.returncode, 0)
+    self.assertIn('matches no file', done.stderr)
 
 
 if __name__ == '__main__':
