@@ -5,11 +5,15 @@ than pipelines), shuffled, repeated and batched with a static batch size.
 Evaluation data is read once, in order, and its last batch is padded with
 copies of a zeroed example whose `labels['valid']` is False, so every batch
 has the same static shape (TPUs need it) and no image is dropped.
+Records that fail to parse (corrupt images) are skipped and counted, in
+training and evaluation alike, instead of ending the run.
 """
 from typing import Callable, Optional
 
 from absl import logging
 import tensorflow as tf
+
+from spinenet.data import pipeline
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -49,7 +53,8 @@ def build_dataset(file_pattern,
                   input_context: Optional[tf.distribute.InputContext] = None,
                   shuffle_buffer: int = 1000,
                   cache: bool = False,
-                  seed: Optional[int] = None) -> tf.data.Dataset:
+                  seed: Optional[int] = None,
+                  skip_counter: Optional[tf.Variable] = None) -> tf.data.Dataset:
   """Builds one input pipeline's dataset.
 
   Args:
@@ -67,6 +72,8 @@ def build_dataset(file_pattern,
     cache: keep the serialized records in memory after the first pass
       (small datasets).
     seed: optional int for reproducible file order and shuffling.
+    skip_counter: optional int64 scalar `tf.Variable` (created outside any
+      strategy scope), incremented for each record that fails to parse.
 
   Returns:
     `tf.data.Dataset` of `(features, labels)` batched to the per-replica
@@ -98,8 +105,12 @@ def build_dataset(file_pattern,
     dataset = dataset.repeat()
     if shuffle_buffer > 1:
       dataset = dataset.shuffle(shuffle_buffer, seed=seed)
-  dataset = dataset.map(lambda s: parse_fn(decode_fn(s)),
-                        num_parallel_calls=AUTOTUNE, deterministic=not training)
+  # A record that fails to decode or parse (a corrupt image) is skipped,
+  # logged with a running count and counted in `skip_counter`; the epoch
+  # goes on.
+  dataset = pipeline.map_skipping_failures(
+      dataset, lambda s: parse_fn(decode_fn(s)), deterministic=not training,
+      skip_counter=skip_counter)
   if training:
     dataset = dataset.batch(batch_size, drop_remainder=True)
   else:
