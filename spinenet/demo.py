@@ -11,7 +11,8 @@ r"""The end-to-end demo: data -> TFRecords -> training -> COCO evaluation.
 
 Re-running reuses the dataset and resumes (or skips) training.
 """
-import glob
+import collections
+import json
 import os
 import time
 
@@ -54,6 +55,15 @@ def prepare_data(output_dir, num_train=400, num_val=100):
           'val_images': os.path.join(data_dir, 'val')}
 
 
+def _busiest_image(annotations_json, image_dir):
+  """The validation image with the most objects (the first one if tied)."""
+  with open(annotations_json) as f:
+    coco = json.load(f)
+  counts = collections.Counter(a['image_id'] for a in coco['annotations'])
+  best = min(coco['images'], key=lambda im: (-counts[im['id']], im['id']))
+  return os.path.join(image_dir, best['file_name'])
+
+
 def run_demo(output_dir, extra_gin_params=(), num_train=400, num_val=100):
   """Runs the whole demo; returns the COCO metrics dict of the final model."""
   start = time.monotonic()
@@ -70,7 +80,7 @@ def run_demo(output_dir, extra_gin_params=(), num_train=400, num_val=100):
   # Export the trained model as a SavedModel (what TF Serving loads), predict
   # one validation image through it and save the image with its boxes drawn.
   from spinenet.serving import demo_step  # pylint: disable=g-import-not-at-top
-  image = sorted(glob.glob(os.path.join(data['val_images'], '*.jpg')))[0]
+  image = _busiest_image(data['val_json'], data['val_images'])
   prediction = demo_step.export_and_predict(
       [DEMO_GIN], params, model_dir, os.path.join(output_dir, 'export'), image,
       os.path.join(output_dir, 'prediction.png'))
