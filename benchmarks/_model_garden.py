@@ -223,7 +223,9 @@ def time_fn(fn: Callable, args: Sequence, warmup: int = 3, iters: int = 10,
 
 def time_interleaved(fns: Mapping[str, Callable], args: Sequence, warmup: int = 3,
                      iters: int = 10,
-                     on_round: Optional[Callable[[int, Mapping[str, float]], None]] = None):
+                     on_round: Optional[Callable[[int, Mapping[str, float]], None]] = None,
+                     iters_per_fn: Optional[Mapping[str, int]] = None,
+                     warmup_per_fn: Optional[Mapping[str, int]] = None):
   """Times several callables in alternation, so load drift hits them alike.
 
   Every callable gets `warmup` untimed calls, then each round calls every
@@ -237,17 +239,24 @@ def time_interleaved(fns: Mapping[str, Callable], args: Sequence, warmup: int = 
     warmup: untimed calls per callable.
     iters: timed calls per callable.
     on_round: optional `f(round_index, {name: ms})` after each round.
+    iters_per_fn: optional `{name: iters}` overriding `iters` for some
+      callables (e.g. a very slow variant); a callable with fewer iterations
+      takes part in the first rounds only, still interleaved with the others.
+    warmup_per_fn: optional `{name: warmup}` overriding `warmup` likewise.
 
   Returns:
     `{name: (median_ms, min_ms, all_ms)}`.
   """
-  for fn in fns.values():
-    for _ in range(warmup):
+  iters_of = {name: (iters_per_fn or {}).get(name, iters) for name in fns}
+  for name, fn in fns.items():
+    for _ in range((warmup_per_fn or {}).get(name, warmup)):
       tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
   times = {name: [] for name in fns}
-  for i in range(iters):
+  for i in range(max(iters_of.values(), default=0)):
     this_round = {}
     for name, fn in fns.items():
+      if i >= iters_of[name]:
+        continue
       start = time.perf_counter()
       tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
       this_round[name] = (time.perf_counter() - start) * 1e3
