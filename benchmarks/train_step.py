@@ -40,10 +40,18 @@ _SIZE = flags.DEFINE_integer('size', 384, 'Square input size.')
 _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps per variant.')
 _ITERS = flags.DEFINE_integer('iters', 10, 'Timed steps per variant.')
 _VARIANTS = flags.DEFINE_list(
-    'variants', ['mg_float32', 'ours_float32', 'ours_mixed_bfloat16'],
+    'variants', ['mg_float32', 'ours_float32', 'ours_float32_localbn',
+                 'ours_mixed_bfloat16'],
     'Variants to time: mg_float32, ours_<float32|mixed_bfloat16>[_localbn][_xla] '
     '(_localbn: plain instead of synchronized batch norm, the same math on one '
     'replica; _xla: jit_compile).')
+
+_BF16_ITERS = flags.DEFINE_integer(
+    'bf16_iters', 3, 'Timed steps of the mixed_bfloat16 variants (this CPU\'s '
+    'bfloat16 convolution gradients are many times slower than float32); they '
+    'run in the first rounds, interleaved with the others.')
+_BF16_WARMUP = flags.DEFINE_integer(
+    'bf16_warmup', 1, 'Untimed steps of the mixed_bfloat16 variants (>= 1: tracing).')
 
 NUM_CLASSES = 91
 WEIGHT_DECAY = 4e-5
@@ -141,18 +149,27 @@ def main(argv):
     params[name] = int(sum(int(np.prod(w.shape)) for w in model.weights))
     print(f'built {name}: {params[name]:,} weights', flush=True)
 
+  slow = [n for n in steps if 'bfloat16' in n]
+  iters_of = {n: (_BF16_ITERS.value if n in slow else _ITERS.value) for n in steps}
+  warmup_of = {n: (max(1, _BF16_WARMUP.value) if n in slow else _WARMUP.value)
+               for n in steps}
+
   def progress(i, round_ms):
-    print(f'round {i + 1}/{_ITERS.value}: ' + ', '.join(
-        f'{k} {v:.0f} ms' for k, v in round_ms.items()), flush=True)
+    print(f'round {i + 1}/{max(iters_of.values())}: ' + ', '.join(
+        f'{k} {v:.0f} ms' for k, v in round_ms.items())
+          + f' | load {os.getloadavg()[0]:.2f}', flush=True)
 
   timings = mg.time_interleaved(steps, (), warmup=_WARMUP.value,
-                                iters=_ITERS.value, on_round=progress)
+                                iters=_ITERS.value, on_round=progress,
+                                iters_per_fn=iters_of, warmup_per_fn=warmup_of)
   print(f'\nSpineNet-49 RetinaNet train step, batch {batch} at {size}x{size} '
-        f'({_WARMUP.value} warmup + {_ITERS.value} timed, interleaved)')
-  print(f'{"variant":<24}{"median ms":>12}{"min ms":>10}{"weights":>14}')
+        f'(interleaved; warmup + timed steps per variant below)')
+  print(f'{"variant":<24}{"median ms":>12}{"min ms":>10}{"steps":>8}{"weights":>14}')
   for name, (median, minimum, _) in timings.items():
-    print(f'{name:<24}{median:>12.1f}{minimum:>10.1f}{params[name]:>14,}')
+    print(f'{name:<24}{median:>12.1f}{minimum:>10.1f}'
+          f'{f"{warmup_of[name]}+{iters_of[name]}":>8}{params[name]:>14,}')
   result = {f'{k}_median_ms': round(v[0], 1) for k, v in timings.items()}
+  result['timed_steps'] = iters_of
   ours = {k: v[0] for k, v in timings.items() if k.startswith('ours_')}
   if ours and 'mg_float32' in timings:
     best = min(ours, key=ours.get)
