@@ -275,6 +275,6 @@ def env_summary() -> dict:
       'cpus': os.cpu_count(),
       'intra_op_threads': tf.config.threading.get_intra_op_parallelism_threads(),
       'inter_op_threads': tf.config.threading.get_inter_op_parallelism_threads(),
-      'onednn': os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(default: on)'),
+      'onednn': os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset: TF enables it only on CPUs with AVX512-VNNI, AVX512-BF16 or AMX)'),
       'load_average': tuple(round(x, 2) for x in os.getloadavg()),
   }
