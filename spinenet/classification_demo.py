@@ -28,7 +28,7 @@ from spinenet import configurables
 from spinenet.data import builtin_classification
 from spinenet.data import classification_input
 
-
+FLAGS = flags.FLAGS
 DEMO_GIN = 'experiments/demo_classification_cpu.gin'
 IMAGE_SIZE = 96  # generated images; the model sees 64 px crops
 
@@ -117,9 +117,6 @@ def main(argv):
     run_demo(FLAGS.output_dir, FLAGS.gin_param, FLAGS.num_train, FLAGS.num_val)
   except configurables.ConfigError as e:
     raise app.UsageError(str(e)) from None
-
-
-FLAGS = flags.FLAGS
 
 
 def define_flags():

@@ -1,4 +1,4 @@
-r"""The end-to-end demo: data -> TFRecords -> training -> COCO evaluation.
+r"""The end-to-end demo: data -> TFRecords -> training -> COCO AP -> SavedModel.
 
   python -m spinenet.demo --output_dir demo_output     (what `make demo` runs)
 
@@ -7,7 +7,9 @@ r"""The end-to-end demo: data -> TFRecords -> training -> COCO evaluation.
 3. trains a small SpineNet-49S RetinaNet on the CPU with
    experiments/demo_cpu.gin through the same function `spinenet-train` calls,
    evaluating on the validation split (pycocotools, the JSON as ground truth),
-4. prints the COCO AP and AP50.
+4. exports the model as a SavedModel, predicts the validation image with the
+   most objects through it and draws the detections (`prediction.png`),
+5. prints the COCO AP and AP50.
 
 Re-running reuses the dataset and resumes (or skips) training.
 """
@@ -23,9 +25,11 @@ from absl import logging
 from spinenet import configurables
 from spinenet.data import builtin_dataset
 from spinenet.data import coco_converter
+from spinenet.serving import demo_step
 
-
+FLAGS = flags.FLAGS
 DEMO_GIN = 'experiments/demo_cpu.gin'
+MIN_SCORE = 0.3  # detections drawn and listed
 
 
 def prepare_data(output_dir, num_train=400, num_val=100):
@@ -79,13 +83,12 @@ def run_demo(output_dir, extra_gin_params=(), num_train=400, num_val=100):
   metrics = result['eval']
   # Export the trained model as a SavedModel (what TF Serving loads), predict
   # one validation image through it and save the image with its boxes drawn.
-  from spinenet.serving import demo_step  # pylint: disable=g-import-not-at-top
   image = _busiest_image(data['val_json'], data['val_images'])
   prediction = demo_step.export_and_predict(
       [DEMO_GIN], params, model_dir, os.path.join(output_dir, 'export'), image,
-      os.path.join(output_dir, 'prediction.png'))
+      os.path.join(output_dir, 'prediction.png'), min_score=MIN_SCORE)
   found = ', '.join(f'{d["name"]} {d["score"]:.2f}'
-                    for d in prediction['detections'][:8]) or 'nothing above 0.3'
+                    for d in prediction['detections'][:8]) or f'nothing above {MIN_SCORE}'
   minutes = (time.monotonic() - start) / 60
   print('\n'.join([
       '',
@@ -115,9 +118,6 @@ def main(argv):
     run_demo(FLAGS.output_dir, FLAGS.gin_param, FLAGS.num_train, FLAGS.num_val)
   except configurables.ConfigError as e:
     raise app.UsageError(str(e)) from None
-
-
-FLAGS = flags.FLAGS
 
 
 def define_flags():
