@@ -13,6 +13,7 @@ Example:
   TensorShape([1, 32, 32, 256])
 """
 import math
+import numbers
 from typing import Optional, Sequence
 
 from absl import logging
@@ -275,7 +276,7 @@ def build_spinenet(block_specs: Sequence = specs_lib.SPINENET_49,
   specs_lib.validate(specs, min_level, max_level,
                      valid_levels=[l for l in widths if l >= 1])
   if len(input_shape) != 3 or input_shape[2] != 3 or any(
-      d is not None and (not isinstance(d, int) or d < 1) for d in input_shape[:2]):
+      d is not None and (not isinstance(d, numbers.Integral) or d < 1) for d in input_shape[:2]):
     raise ValueError(f'input_shape must be (height, width, 3) with positive or '
                      f'None height and width; got {tuple(input_shape)}.')
   height, width_px = input_shape[:2]
