@@ -11,7 +11,6 @@ import numpy as np
 import tensorflow as tf
 
 from spinenet.data import anchor_labeler
-from spinenet.ops import anchors as anchors_lib
 from spinenet.ops import postprocess
 
 SIZE = (128, 192)
@@ -40,11 +39,9 @@ def test_oracle_outputs_decode_to_the_ground_truth():
   labeler = anchor_labeler.AnchorLabeler(SIZE, **ANCHORS)
   labels = labeler.label(tf.constant(boxes), tf.constant(classes))
   cls_outputs, box_outputs = _oracle_outputs(labels, labeler.num_anchors_per_location)
-  anchors = anchors_lib.multilevel_anchors(
-      ANCHORS['min_level'], ANCHORS['max_level'], ANCHORS['num_scales'],
-      ANCHORS['aspect_ratios'], ANCHORS['anchor_size'], SIZE)
   detections = postprocess.generate_detections(
-      cls_outputs, box_outputs, {str(k): v for k, v in anchors.items()},
+      cls_outputs, box_outputs,
+      {l: tf.constant(a) for l, a in labeler.multilevel_anchors.items()},
       tf.constant([SIZE], tf.float32), score_threshold=0.5, nms_iou_threshold=0.5,
       max_detections=10)
   n = int(detections['num_detections'][0])
