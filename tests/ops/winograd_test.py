@@ -1,0 +1,64 @@
+"""Winograd F(4x4, 3x3) convolution against tf.nn.conv2d: values and gradients."""
+import numpy as np
+import tensorflow as tf
+
+from spinenet.ops import winograd
+
+
+def _direct(x, w):
+  return tf.nn.conv2d(x, w, strides=1, padding='SAME')
+
+
+class WinogradTest(tf.test.TestCase):
+
+  def test_matches_direct_convolution_on_any_size(self):
+    rng = np.random.default_rng(0)
+    # Sides that are, are not, and are smaller than multiples of the 4x4 tile.
+    for shape in [(2, 16, 16, 8), (1, 13, 10, 5), (3, 3, 7, 4), (1, 1, 1, 2)]:
+      x = tf.constant(rng.standard_normal(shape), tf.float32)
+      w = tf.constant(rng.standard_normal([3, 3, shape[-1], 6]) * 0.2, tf.float32)
+      want = _direct(x, w)
+      self.assertAllClose(winograd.conv2d_3x3(x, w), want, rtol=1e-4, atol=1e-4)
+      self.assertAllClose(winograd.conv2d_3x3_xla(x, w), want, rtol=1e-4, atol=1e-4)
+
+  def test_each_output_sees_its_own_3x3_window(self):
+    # One-hot input and kernel taps locate every output: a wrong transform
+    # matrix or tile offset moves or spreads the response.
+    x = np.zeros([1, 9, 9, 1], np.float32)
+    x[0, 4, 6, 0] = 1.0
+    w = np.arange(9, dtype=np.float32).reshape([3, 3, 1, 1]) + 1.0
+    got = winograd.conv2d_3x3(tf.constant(x), tf.constant(w)).numpy()[0, :, :, 0]
+    want = np.zeros([9, 9], np.float32)
+    want[3:6, 5:8] = w[::-1, ::-1, 0, 0]  # correlation: flipped around the pixel
+    self.assertAllClose(got, want, atol=1e-5)
+
+  def test_gradients_match_direct_convolution(self):
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.standard_normal([2, 12, 9, 6]), tf.float32)
+    w = tf.constant(rng.standard_normal([3, 3, 6, 4]) * 0.2, tf.float32)
+    upstream = tf.constant(rng.standard_normal([2, 12, 9, 4]), tf.float32)
+
+    def grads(conv):
+      with tf.GradientTape() as tape:
+        tape.watch([x, w])
+        loss = tf.reduce_sum(conv(x, w) * upstream)
+      return tape.gradient(loss, [x, w])
+
+    for got, want in zip(grads(winograd.conv2d_3x3_xla), grads(_direct)):
+      self.assertAllClose(got, want, rtol=1e-4, atol=1e-4)
+
+  def test_dynamic_batch_inside_a_function(self):
+    w = tf.random.normal([3, 3, 4, 3])
+    fn = tf.function(winograd.conv2d_3x3, input_signature=[
+        tf.TensorSpec([None, 8, 8, 4]), tf.TensorSpec([3, 3, 4, 3])])
+    x = tf.random.normal([5, 8, 8, 4])
+    self.assertAllClose(fn(x, w), _direct(x, w), rtol=1e-4, atol=1e-4)
+
+  def test_bad_shapes_are_named(self):
+    with self.assertRaisesRegex(ValueError, '3x3 kernel'):
+      winograd.transform_kernel(tf.zeros([5, 5, 2, 2]))
+    with self.assertRaisesRegex(ValueError, 'static height'):
+      tf.function(winograd.conv2d_3x3).get_concrete_function(
+          tf.TensorSpec([1, None, 8, 2]), tf.TensorSpec([3, 3, 2, 2]))
+    with self.assertRaisesRegex(ValueError, 'input channels'):
+      winograd.conv2d_3x3(tf.zeros([1, 4, 4, 2]), tf.zeros([3, 3, 3, 2]))
