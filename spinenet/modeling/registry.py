@@ -150,7 +150,7 @@ def build_backbone(model_id, input_size=None, **overrides):
 def build_retinanet(model_id, num_classes=91, input_size=None, *, head_convs=None,
                     head_filters=None, separable_head=None, num_scales=3,
                     aspect_ratios=(0.5, 1.0, 2.0), anchor_size=None,
-                    detection_config=None, **backbone_overrides):
+                    detection_config=None, winograd_min_size=0, **backbone_overrides):
   """Builds RetinaNet on `model_id` with its recipe's head and anchors.
 
   Args:
@@ -161,6 +161,9 @@ def build_retinanet(model_id, num_classes=91, input_size=None, *, head_convs=Non
     head_convs, head_filters, separable_head, anchor_size: override the id's.
     num_scales, aspect_ratios: anchors per location.
     detection_config: `retinanet.DetectionConfig`.
+    winograd_min_size: head convs on levels at least this large run as
+      Winograd convolutions (`heads.RetinaNetHead`); 0 = never. A CPU
+      training option.
     **backbone_overrides: see `build_backbone`.
 
   Returns:
@@ -182,7 +185,7 @@ def build_retinanet(model_id, num_classes=91, input_size=None, *, head_convs=Non
       num_filters=spec.head_filters if head_filters is None else head_filters,
       use_separable_conv=spec.separable_head if separable_head is None else separable_head,
       kernel_regularizer=backbone_overrides.get('kernel_regularizer'),
-      name='retinanet_head', **norm)
+      winograd_min_size=winograd_min_size, name='retinanet_head', **norm)
   model = retinanet_lib.RetinaNet(
       backbone, head, min_level, max_level, anchor_config,
       detection_config or retinanet_lib.DetectionConfig(), name='retinanet')

@@ -35,6 +35,7 @@ from spinenet import configurables
 from spinenet.data import coco_converter
 from spinenet.modeling import classifier as classifier_lib
 from spinenet.modeling import retinanet as retinanet_lib
+from spinenet.modeling import winograd_conv
 from spinenet.serving import export_module
 from spinenet.serving import inference_graph
 from spinenet.serving import preprocessing
@@ -129,16 +130,24 @@ def next_version(export_dir: str) -> int:
 
 
 def build_model(model_fn: Callable, precision: str = 'float32'):
-  """Calls `model_fn()` under the Keras policy of `precision`."""
+  """Calls `model_fn()` under the Keras policy of `precision`.
+
+  Winograd head convolutions (a CPU training option) are switched back to
+  direct ones: the export must be plain TensorFlow ops for TF Serving and the
+  batch-norm folding pass. The weights are the same either way.
+  """
   if precision not in PRECISIONS:
     raise ValueError(f'`precision` must be one of {PRECISIONS}. Received: '
                      f'precision={precision!r}')
   previous = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy(_KERAS_POLICY[precision])
   try:
-    return model_fn()
+    model = model_fn()
   finally:
     keras.mixed_precision.set_global_policy(previous)
+  if winograd_conv.use_direct_convolutions(model):
+    logging.info('export uses direct convolutions in place of Winograd ones')
+  return model
 
 
 def _task_of(model):
