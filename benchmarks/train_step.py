@@ -12,7 +12,11 @@ weight decay 4e-5), synchronized batch norm and stochastic depth 0.2 in both:
 * ours: `registry.build_retinanet('49')` and `RetinaNetTask.train_step`
   (`spinenet/training`), in float32 and mixed bfloat16; `ours_float32_localbn`
   builds plain batch norm, which on one replica computes the same statistics
-  as synchronized batch norm (the Model Garden keeps its synchronized one).
+  as synchronized batch norm (the Model Garden keeps its synchronized one);
+  `_winograd` runs the head's 3x3 convs on levels of at least
+  `--winograd_min_size` pixels as Winograd F(4x4, 3x3) convolutions
+  (`build_retinanet(winograd_min_size=...)`, a CPU training option: same
+  weights, same results to float rounding).
 
 Variants are timed in alternation (so background load hits them alike);
 medians over `--iters` steps after `--warmup`. The last line is one JSON
@@ -40,11 +44,14 @@ _SIZE = flags.DEFINE_integer('size', 384, 'Square input size.')
 _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps per variant.')
 _ITERS = flags.DEFINE_integer('iters', 10, 'Timed steps per variant.')
 _VARIANTS = flags.DEFINE_list(
-    'variants', ['mg_float32', 'ours_float32', 'ours_float32_localbn',
-                 'ours_mixed_bfloat16'],
-    'Variants to time: mg_float32, ours_<float32|mixed_bfloat16>[_localbn][_xla] '
-    '(_localbn: plain instead of synchronized batch norm, the same math on one '
-    'replica; _xla: jit_compile).')
+    'variants', ['mg_float32', 'ours_float32', 'ours_float32_winograd',
+                 'ours_float32_localbn', 'ours_mixed_bfloat16'],
+    'Variants to time: mg_float32, ours_<float32|mixed_bfloat16>[_localbn]'
+    '[_winograd][_xla] (_localbn: plain instead of synchronized batch norm, the '
+    'same math on one replica; _winograd: Winograd head convs; _xla: jit_compile).')
+_WINOGRAD_MIN_SIZE = flags.DEFINE_integer(
+    'winograd_min_size', 24, 'Smallest level side whose head convs the '
+    '_winograd variants run as Winograd convolutions.')
 
 _BF16_ITERS = flags.DEFINE_integer(
     'bf16_iters', 3, 'Timed steps of the mixed_bfloat16 variants (this CPU\'s '
@@ -104,7 +111,7 @@ def mg_step(size):
 
 
 
-def ours_step(size, precision, jit=False, sync_bn=True):
+def ours_step(size, precision, jit=False, sync_bn=True, winograd_min_size=0):
   """Our train step in `precision` (the Keras policy during the build).
 
   `sync_bn=False` builds plain batch norm, the same arithmetic on one replica
@@ -115,7 +122,8 @@ def ours_step(size, precision, jit=False, sync_bn=True):
   try:
     task = retinanet_task.RetinaNetTask(
         lambda: registry.build_retinanet('49', num_classes=NUM_CLASSES,
-                                         input_size=size, use_sync_bn=sync_bn))
+                                         input_size=size, use_sync_bn=sync_bn,
+                                         winograd_min_size=winograd_min_size))
     model = task.build_model()
     optimizer = optimization.build_optimizer(
         optimization.OptimizerOptions(), 0.01, precision)
@@ -139,9 +147,12 @@ def main(argv):
       fn, model = mg_step(size)
       args = (images, to_model_garden_labels(labels))
     elif name.startswith('ours_'):
-      precision = name[len('ours_'):].replace('_xla', '').replace('_localbn', '')
-      fn, model = ours_step(size, precision, jit='_xla' in name,
-                            sync_bn='_localbn' not in name)
+      precision = name[len('ours_'):]
+      for suffix in ('_xla', '_localbn', '_winograd'):
+        precision = precision.replace(suffix, '')
+      fn, model = ours_step(
+          size, precision, jit='_xla' in name, sync_bn='_localbn' not in name,
+          winograd_min_size=_WINOGRAD_MIN_SIZE.value if '_winograd' in name else 0)
       args = (images, labels)
     else:
       raise app.UsageError(f'Unknown variant {name!r}')
