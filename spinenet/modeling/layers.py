@@ -11,6 +11,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from spinenet.modeling import activations
+from spinenet.modeling import winograd_conv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +25,8 @@ class BlockOptions:
     norm_epsilon: batch norm epsilon.
     kernel_initializer: Keras initializer name or object for conv kernels.
     kernel_regularizer: optional Keras regularizer for conv kernels.
+    winograd_min_size: 3x3 stride-1 convs run as Winograd convolutions on
+      inputs at least this large (`winograd_conv.WinogradConv2D`); 0 never.
   """
   activation: str = 'relu'
   use_sync_bn: bool = False
@@ -31,8 +34,14 @@ class BlockOptions:
   norm_epsilon: float = 1e-3
   kernel_initializer: Any = 'VarianceScaling'
   kernel_regularizer: Optional[Any] = None
+  winograd_min_size: int = 0
 
   def conv(self, filters, kernel_size, strides=1, name=None, **kwargs):
+    if self.winograd_min_size and kernel_size in (3, (3, 3)) and strides in (1, (1, 1)):
+      return winograd_conv.WinogradConv2D(
+          filters, self.winograd_min_size, use_bias=False,
+          kernel_initializer=keras.initializers.get(self.kernel_initializer),
+          kernel_regularizer=self.kernel_regularizer, name=name, **kwargs)
     return keras.layers.Conv2D(
         filters, kernel_size, strides=strides, padding='same', use_bias=False,
         kernel_initializer=keras.initializers.get(self.kernel_initializer),

@@ -99,7 +99,7 @@ _BACKBONE_ARGS = ('min_level', 'max_level', 'endpoints_num_filters', 'resample_a
                   'block_repeats', 'filter_size_scale', 'init_stochastic_depth_rate',
                   'se_ratio', 'expand_ratio', 'activation', 'use_sync_bn',
                   'norm_momentum', 'norm_epsilon', 'kernel_initializer',
-                  'kernel_regularizer', 'block_specs')
+                  'kernel_regularizer', 'block_specs', 'winograd_min_size')
 _NORM_ARGS = ('activation', 'use_sync_bn', 'norm_momentum', 'norm_epsilon')
 
 
@@ -161,9 +161,10 @@ def build_retinanet(model_id, num_classes=91, input_size=None, *, head_convs=Non
     head_convs, head_filters, separable_head, anchor_size: override the id's.
     num_scales, aspect_ratios: anchors per location.
     detection_config: `retinanet.DetectionConfig`.
-    winograd_min_size: head convs on levels at least this large run as
-      Winograd convolutions (`heads.RetinaNetHead`); 0 = never. A CPU
-      training option.
+    winograd_min_size: 3x3 stride-1 convs (head, and SpineNet blocks) on maps
+      at least this large run as Winograd convolutions in float32
+      (`heads.RetinaNetHead`, `spinenet.build_spinenet`); 0 = never. A CPU
+      training option: same weights and results.
     **backbone_overrides: see `build_backbone`.
 
   Returns:
@@ -171,6 +172,8 @@ def build_retinanet(model_id, num_classes=91, input_size=None, *, head_convs=Non
   """
   spec = get_spec(model_id)
   input_size = input_size or spec.input_size
+  if winograd_min_size and spec.family != 'resnet_fpn':
+    backbone_overrides = dict(backbone_overrides, winograd_min_size=winograd_min_size)
   backbone = build_backbone(model_id, input_size, **backbone_overrides)
   min_level = backbone_overrides.get('min_level', 3)
   max_level = backbone_overrides.get('max_level', 7)

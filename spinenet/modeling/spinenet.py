@@ -232,6 +232,7 @@ def build_spinenet(block_specs: Sequence = specs_lib.SPINENET_49,
                    norm_epsilon: float = 1e-3,
                    kernel_initializer='VarianceScaling',
                    kernel_regularizer=None,
+                   winograd_min_size: int = 0,
                    name: str = 'spinenet') -> keras.Model:
   """Builds a scale-permuted backbone from block specs.
 
@@ -256,6 +257,9 @@ def build_spinenet(block_specs: Sequence = specs_lib.SPINENET_49,
     activation: 'relu', 'swish' or 'hard_swish'.
     use_sync_bn, norm_momentum, norm_epsilon: batch norm options.
     kernel_initializer, kernel_regularizer: for every conv kernel.
+    winograd_min_size: 3x3 stride-1 block convs on maps at least this large
+      run as Winograd convolutions in float32 (a CPU training option, same
+      weights; `winograd_conv.WinogradConv2D`). 0 (default) never.
     name: model name.
 
   Returns:
@@ -286,7 +290,7 @@ def build_spinenet(block_specs: Sequence = specs_lib.SPINENET_49,
   o = layers_lib.BlockOptions(
       activation=activation, use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
       norm_epsilon=norm_epsilon, kernel_initializer=kernel_initializer,
-      kernel_regularizer=kernel_regularizer)
+      kernel_regularizer=kernel_regularizer, winograd_min_size=winograd_min_size)
   scale = filter_size_scale
 
   inputs = keras.Input(shape=tuple(input_shape), name='images')

@@ -67,7 +67,7 @@ def _randomize_head(model, seed):
     w.assign(rng.standard_normal(w.shape).astype(np.float32) * 0.05)
 
 
-def test_retinanet_head_with_winograd_equals_the_direct_one():
+def test_retinanet_with_winograd_equals_the_direct_one():
   kwargs = dict(num_classes=4, input_size=128, head_filters=16, head_convs=2,
                 endpoints_num_filters=16, filter_size_scale=0.25,
                 init_stochastic_depth_rate=0.0)  # training=True: no random drops
@@ -77,7 +77,12 @@ def test_retinanet_head_with_winograd_equals_the_direct_one():
   _randomize_head(direct, 0)
   _randomize_head(wino, 0)
   layers = [l for l in wino.submodules if isinstance(l, winograd_conv.WinogradConv2D)]
-  assert len(layers) == 2 * 3  # 2 tower convs + predictor, class and box
+  head = [l for l in wino.get_layer('retinanet_head').submodules
+          if isinstance(l, winograd_conv.WinogradConv2D)]
+  assert len(head) == 2 * 3  # 2 tower convs + predictor, class and box
+  assert len(layers) > len(head)  # and the backbone blocks' 3x3 stride-1 convs
+  assert not any(isinstance(l, winograd_conv.WinogradConv2D)
+                 for l in direct.submodules)
   images = tf.random.uniform([2, 128, 128, 3], maxval=255.0)
   got = wino(images, training=True)
   want = direct(images, training=True)
@@ -85,7 +90,7 @@ def test_retinanet_head_with_winograd_equals_the_direct_one():
     for level in ('3', '4', '5'):  # 16, 8 and 4 px: Winograd on P3 and P4 only
       np.testing.assert_allclose(got[key][level], want[key][level], rtol=1e-3,
                                  atol=1e-3)
-  assert winograd_conv.use_direct_convolutions(wino) == 6
+  assert winograd_conv.use_direct_convolutions(wino) == len(layers)
   assert all(l.min_size == 0 for l in layers)
 
 
