@@ -125,6 +125,18 @@ class DetectionExportTest(tf.test.TestCase):
     loaded = tf.saved_model.load(result.path)
     self._check(loaded.signatures[sig.IMAGE_TENSOR](images=tf.constant(self.pixels[None])))
 
+  def test_winograd_model_exports_plain_convolutions(self):
+    # A model built for CPU training with Winograd convs restores the same
+    # checkpoint and exports a graph without XLA clusters (TF Serving, folding).
+    result = export_lib.export_saved_model(
+        serving_testing.retinanet_fn(seed=2, winograd_min_size=8),
+        _tempdir(self), checkpoint=os.path.dirname(self.checkpoint),
+        label_map=LABEL_MAP, class_to_category=CLASS_TO_CATEGORY)
+    with open(os.path.join(result.path, 'saved_model.pb'), 'rb') as f:
+      self.assertNotIn(b'_XlaMustCompile', f.read())
+    loaded = tf.saved_model.load(result.path)
+    self._check(loaded.signatures[sig.IMAGE_TENSOR](images=tf.constant(self.pixels[None])))
+
   def _refused(self, signature, message, **inputs):
     with self.assertRaisesRegex(tf.errors.InvalidArgumentError, message):
       self.loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
