@@ -49,7 +49,10 @@ class WinogradConv2D(keras.layers.Conv2D):
 
   def convolution_op(self, inputs, kernel):
     if self.uses_winograd(inputs.shape, inputs.dtype):
-      return winograd.conv2d_3x3_xla(inputs, kernel)
+      # Read the variable here, in the caller's replica context: a
+      # distributed variable handed to the compiled function as it is loses
+      # its gradient under MirroredStrategy.
+      return winograd.conv2d_3x3_xla(inputs, tf.convert_to_tensor(kernel))
     return super().convolution_op(inputs, kernel)
 
   def get_config(self):

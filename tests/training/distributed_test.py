@@ -2,7 +2,7 @@
 
 * MirroredStrategy over 2 logical CPUs vs one device, same global batch:
   same loss and same weights after one step (sync batch norm, losses
-  normalized by the global number of positives).
+  normalized by the global number of positives); also with Winograd convs.
 * MultiWorkerMirroredStrategy with 2 worker processes on 127.0.0.1: both
   train and end with the same weights.
 """
@@ -60,6 +60,12 @@ def test_mirrored_matches_one_device():
   moved = np.mean([np.any(a != b) for a, b in zip(one, initial)])
   assert moved > 0.5  # the step changed the model
   for a, b in zip(one, mirrored):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+  # Winograd convs (winograd_min_size=16: P3 and its blocks) under the
+  # mirrored strategy: the same step as direct convs on one device.
+  assert int(r['winograd_replicas']) == 2
+  np.testing.assert_allclose(r['winograd_loss'], r['one_loss'], rtol=1e-4)
+  for a, b in zip(one, _weights(r, 'winograd_')):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 

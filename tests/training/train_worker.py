@@ -32,13 +32,19 @@ def parity(args):
                                     aug_rand_hflip=False, seed=0)
   task = retinanet_task.RetinaNetTask(
       tiny.model_fn(init_stochastic_depth_rate=0.0, use_sync_bn=True), data)
+  # The same model with Winograd 3x3 convs (same variables, same math).
+  winograd_task = retinanet_task.RetinaNetTask(
+      tiny.model_fn(init_stochastic_depth_rate=0.0, use_sync_bn=True,
+                    winograd_min_size=16), data)
   options = optimization.OptimizerOptions(warmup_steps=0)
   step_options = trainer.StepOptions(weight_decay=4e-5, gradient_clip_norm=5.0)
   initial = batch = None
   results = {}
-  for name, strategy in (
-      ('one', tf.distribute.OneDeviceStrategy('/cpu:0')),
-      ('mirrored', tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))):
+  for name, strategy, task in (
+      ('one', tf.distribute.OneDeviceStrategy('/cpu:0'), task),
+      ('mirrored', tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']), task),
+      ('winograd', tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']),
+       winograd_task)):
     with strategy.scope():
       model = task.build_model()
       optimizer = optimization.build_optimizer(options, 0.05)
