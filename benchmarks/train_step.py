@@ -13,10 +13,10 @@ weight decay 4e-5), synchronized batch norm and stochastic depth 0.2 in both:
   (`spinenet/training`), in float32 and mixed bfloat16; `ours_float32_localbn`
   builds plain batch norm, which on one replica computes the same statistics
   as synchronized batch norm (the Model Garden keeps its synchronized one);
-  `_winograd` runs the head's 3x3 convs on levels of at least
-  `--winograd_min_size` pixels as Winograd F(4x4, 3x3) convolutions
-  (`build_retinanet(winograd_min_size=...)`, a CPU training option: same
-  weights, same results to float rounding).
+  `_winograd` runs every 3x3 stride-1 conv (head and SpineNet blocks) on
+  maps of at least `--winograd_min_size` pixels as a Winograd F(4x4, 3x3)
+  convolution (`build_retinanet(winograd_min_size=...)`, a CPU training
+  option: same weights, same results to float rounding).
 
 Variants are timed in alternation (so background load hits them alike);
 medians over `--iters` steps after `--warmup`. The last line is one JSON
@@ -48,9 +48,9 @@ _VARIANTS = flags.DEFINE_list(
                  'ours_float32_localbn', 'ours_mixed_bfloat16'],
     'Variants to time: mg_float32, ours_<float32|mixed_bfloat16>[_localbn]'
     '[_winograd][_xla] (_localbn: plain instead of synchronized batch norm, the '
-    'same math on one replica; _winograd: Winograd head convs; _xla: jit_compile).')
+    'same math on one replica; _winograd: Winograd 3x3 convs; _xla: jit_compile).')
 _WINOGRAD_MIN_SIZE = flags.DEFINE_integer(
-    'winograd_min_size', 24, 'Smallest level side whose head convs the '
+    'winograd_min_size', 24, 'Smallest map side whose 3x3 stride-1 convs the '
     '_winograd variants run as Winograd convolutions.')
 
 _BF16_ITERS = flags.DEFINE_integer(
