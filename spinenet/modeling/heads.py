@@ -77,14 +77,12 @@ class RetinaNetHead(keras.layers.Layer):
           pointwise_initializer=keras.initializers.RandomNormal(stddev=std),
           depthwise_regularizer=self._kernel_regularizer,
           pointwise_regularizer=self._kernel_regularizer)
-    kwargs = dict(
-        name=name, bias_initializer=bias_initializer,
+    return winograd_conv.conv2d(
+        filters, 3, min_size=c['winograd_min_size'], name=name,
+        bias_initializer=bias_initializer,
         kernel_initializer=keras.initializers.RandomNormal(
             stddev=1e-5 if predictor else 0.01),
         kernel_regularizer=self._kernel_regularizer)
-    if c['winograd_min_size']:
-      return winograd_conv.WinogradConv2D(filters, c['winograd_min_size'], **kwargs)
-    return keras.layers.Conv2D(filters, 3, padding='same', **kwargs)
 
   def _subnet(self, prefix, out_filters, bias_initializer):
     c = self._config

@@ -37,13 +37,8 @@ class BlockOptions:
   winograd_min_size: int = 0
 
   def conv(self, filters, kernel_size, strides=1, name=None, **kwargs):
-    if self.winograd_min_size and kernel_size in (3, (3, 3)) and strides in (1, (1, 1)):
-      return winograd_conv.WinogradConv2D(
-          filters, self.winograd_min_size, use_bias=False,
-          kernel_initializer=keras.initializers.get(self.kernel_initializer),
-          kernel_regularizer=self.kernel_regularizer, name=name, **kwargs)
-    return keras.layers.Conv2D(
-        filters, kernel_size, strides=strides, padding='same', use_bias=False,
+    return winograd_conv.conv2d(
+        filters, kernel_size, strides, self.winograd_min_size, use_bias=False,
         kernel_initializer=keras.initializers.get(self.kernel_initializer),
         kernel_regularizer=self.kernel_regularizer, name=name, **kwargs)
 

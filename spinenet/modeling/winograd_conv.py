@@ -63,6 +63,17 @@ class WinogradConv2D(keras.layers.Conv2D):
     return config
 
 
+def conv2d(filters, kernel_size, strides=1, min_size=0, **kwargs):
+  """A 'same'-padded conv: `WinogradConv2D` where it applies, else `Conv2D`.
+
+  Winograd applies to 3x3 stride-1 convs when `min_size` > 0; every other
+  argument goes to the layer as it is.
+  """
+  if min_size and kernel_size in (3, (3, 3)) and strides in (1, (1, 1)):
+    return WinogradConv2D(filters, min_size, **kwargs)
+  return keras.layers.Conv2D(filters, kernel_size, strides=strides,
+                             padding='same', **kwargs)
+
 def use_direct_convolutions(model: keras.layers.Layer) -> int:
   """Turns Winograd off in every `WinogradConv2D` of `model`; returns how many.
 

@@ -132,7 +132,7 @@ def next_version(export_dir: str) -> int:
 def build_model(model_fn: Callable, precision: str = 'float32'):
   """Calls `model_fn()` under the Keras policy of `precision`.
 
-  Winograd head convolutions (a CPU training option) are switched back to
+  Winograd convolutions (a CPU training option) are switched back to
   direct ones: the export must be plain TensorFlow ops for TF Serving and the
   batch-norm folding pass. The weights are the same either way.
   """
