@@ -39,10 +39,17 @@ def _mark_valid(valid):
   return fn
 
 
-def _zeros_like(features, labels):
-  zeros = tf.nest.map_structure(tf.zeros_like, (features, labels))
-  zeros[1]['valid'] = tf.constant(False)
-  return zeros
+def _padding_example(element_spec):
+  """A zeroed `(features, labels)` with `labels['valid'] = False`.
+
+  Built from the (static) element spec, not from a record: taking the first
+  record again would start a second read of the files, and that read's
+  look-ahead could parse (and count as skipped) the same corrupt records a
+  second time.
+  """
+  features, labels = tf.nest.map_structure(
+      lambda spec: tf.zeros(spec.shape, spec.dtype), element_spec)
+  return features, dict(labels, valid=tf.constant(False))
 
 
 def build_dataset(file_pattern,
@@ -115,7 +122,8 @@ def build_dataset(file_pattern,
     dataset = dataset.batch(batch_size, drop_remainder=True)
   else:
     dataset = dataset.map(_mark_valid(True))
-    padding = dataset.take(1).map(_zeros_like).repeat(batch_size - 1)
+    padding = tf.data.Dataset.from_tensors(
+        _padding_example(dataset.element_spec)).repeat(batch_size - 1)
     dataset = dataset.concatenate(padding).batch(batch_size, drop_remainder=True)
   options = tf.data.Options()
   options.experimental_deterministic = not training

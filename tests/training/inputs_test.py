@@ -53,6 +53,27 @@ class BuildDatasetTest(tf.test.TestCase):
     self.assertEqual(len(ids), 6)  # 5 images + 1 padding row
     self.assertEqual(int(counter.numpy()), 2)
 
+  def test_eval_reads_each_record_once(self):
+    # The padding row must not come from a second read of the files: that
+    # read would parse (and count as skipped) records a second time.
+    reads = tf.Variable(0, dtype=tf.int64)
+
+    def counting_decode(serialized):
+      reads.assign_add(1)
+      return self.decode(serialized)
+
+    counter = tf.Variable(0, dtype=tf.int64)
+    ds = inputs.build_dataset(
+        self.pattern, counting_decode, detection_parser.EvalParser(128, max_level=5),
+        global_batch_size=4, training=False, skip_counter=counter)
+    batches = list(ds)
+    self.assertLen(batches, 2)  # 5 images + 3 padding rows
+    self.assertEqual(int(reads.numpy()), 7)
+    self.assertEqual(int(counter.numpy()), 2)
+    padding = batches[-1][1]
+    self.assertAllEqual(padding['valid'], [True, False, False, False])
+    self.assertAllEqual(batches[-1][0][1:], tf.zeros((3, 128, 128, 3)))
+
   def test_training_goes_on_past_corrupt_records(self):
     counter = tf.Variable(0, dtype=tf.int64)
     parser = detection_parser.TrainParser(
