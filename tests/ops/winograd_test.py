@@ -33,19 +33,41 @@ class WinogradTest(tf.test.TestCase):
     self.assertAllClose(got, want, atol=1e-5)
 
   def test_gradients_match_direct_convolution(self):
+    # The input gradient is hand-written (an overlap-add of the windows), so
+    # check sizes where windows overlap the padding differently.
     rng = np.random.default_rng(1)
-    x = tf.constant(rng.standard_normal([2, 12, 9, 6]), tf.float32)
-    w = tf.constant(rng.standard_normal([3, 3, 6, 4]) * 0.2, tf.float32)
-    upstream = tf.constant(rng.standard_normal([2, 12, 9, 4]), tf.float32)
+    for shape in [(2, 12, 9, 6), (1, 5, 7, 3), (1, 1, 2, 2), (2, 8, 8, 4)]:
+      x = tf.constant(rng.standard_normal(shape), tf.float32)
+      w = tf.constant(rng.standard_normal([3, 3, shape[-1], 4]) * 0.2, tf.float32)
+      upstream = tf.constant(rng.standard_normal(shape[:3] + (4,)), tf.float32)
 
-    def grads(conv):
+      def grads(conv):
+        with tf.GradientTape() as tape:
+          tape.watch([x, w])
+          loss = tf.reduce_sum(conv(x, w) * upstream)
+        return tape.gradient(loss, [x, w])
+
+      want = grads(_direct)
+      for conv in (winograd.conv2d_3x3, winograd.conv2d_3x3_xla):
+        with self.subTest(shape=shape, conv=conv.__name__):
+          for got, expected in zip(grads(conv), want):
+            self.assertAllClose(got, expected, rtol=1e-4, atol=1e-4)
+
+  def test_gradient_with_dynamic_batch(self):
+    w = tf.random.normal([3, 3, 4, 3])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6, 10, 4])])
+    def input_grad(x):
       with tf.GradientTape() as tape:
-        tape.watch([x, w])
-        loss = tf.reduce_sum(conv(x, w) * upstream)
-      return tape.gradient(loss, [x, w])
+        tape.watch(x)
+        loss = tf.reduce_sum(tf.square(winograd.conv2d_3x3(x, w)))
+      return tape.gradient(loss, x)
 
-    for got, want in zip(grads(winograd.conv2d_3x3_xla), grads(_direct)):
-      self.assertAllClose(got, want, rtol=1e-4, atol=1e-4)
+    x = tf.random.normal([3, 6, 10, 4])
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = tf.reduce_sum(tf.square(_direct(x, w)))
+    self.assertAllClose(input_grad(x), tape.gradient(loss, x), rtol=1e-4, atol=1e-4)
 
   def test_dynamic_batch_inside_a_function(self):
     w = tf.random.normal([3, 3, 4, 3])
