@@ -88,7 +88,7 @@ class RetinaNetHead(keras.layers.Layer):
     c = self._config
     convs = [self._conv(c['num_filters'], f'{prefix}_conv_{i}', 'zeros', False)
              for i in range(c['num_convs'])]
-    norms = {level: [keras.layers.BatchNormalization(
+    norms = {level: [layers_lib.BatchNormalization(
         momentum=c['norm_momentum'], epsilon=c['norm_epsilon'],
         synchronized=c['use_sync_bn'], name=f'{prefix}_norm_{level}_{i}')
                      for i in range(c['num_convs'])] for level in self.levels}
