@@ -382,12 +382,7 @@ def build_dataset(options: ClassificationDataOptions,
       dataset, lambda example, seed: parser(decode(example), seed),
       deterministic=deterministic, skip_counter=skip_counter)
   if not training:
-    dataset = dataset.map(lambda image, labels: (image, dict(
-        labels, valid=tf.constant(True))))
-    # Built from the element spec, so the records are not read a second time.
-    padding = tf.data.Dataset.from_tensors(tf.nest.map_structure(
-        lambda spec: tf.zeros(spec.shape, spec.dtype), dataset.element_spec))
-    dataset = dataset.concatenate(padding.repeat(batch_size - 1))
+    dataset = pipeline.pad_last_batch(dataset, batch_size)
   dataset = dataset.batch(batch_size, drop_remainder=True)
   data_options = tf.data.Options()
   data_options.deterministic = deterministic

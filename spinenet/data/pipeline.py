@@ -44,6 +44,33 @@ def _zeros_like_spec(spec):
   return tf.zeros(spec.shape, spec.dtype)
 
 
+def pad_last_batch(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+  """Marks `(features, labels)` elements valid and appends invalid padding.
+
+  For evaluation with static batch shapes: every element gets
+  `labels['valid'] = True`, then `batch_size - 1` zeroed elements with
+  `labels['valid'] = False` follow, so `.batch(batch_size,
+  drop_remainder=True)` keeps every real element and drops only padding.
+  The padding is built from the (static) element spec, not from a record, so
+  the files are read once (a second read's look-ahead would parse, and count
+  as skipped, corrupt records again).
+
+  Args:
+    dataset: unbatched `(features, labels)` with a dict `labels` and static
+      shapes (as `map_skipping_failures` returns).
+    batch_size: int, the batch size the caller batches with.
+
+  Returns:
+    The unbatched dataset, followed by the padding.
+  """
+  dataset = dataset.map(lambda features, labels: (
+      features, dict(labels, valid=tf.constant(True))))
+  # Boolean zeros are False: the padding's `valid`.
+  padding = tf.nest.map_structure(_zeros_like_spec, dataset.element_spec)
+  return dataset.concatenate(
+      tf.data.Dataset.from_tensors(padding).repeat(batch_size - 1))
+
+
 def _count_and_drop_failures(dataset, skip_counter):
   """Logs and counts elements with `ok = False`, then drops them."""
 

@@ -74,6 +74,7 @@ def conv2d(filters, kernel_size, strides=1, min_size=0, **kwargs):
   return keras.layers.Conv2D(filters, kernel_size, strides=strides,
                              padding='same', **kwargs)
 
+
 def use_direct_convolutions(model: keras.layers.Layer) -> int:
   """Turns Winograd off in every `WinogradConv2D` of `model`; returns how many.
 

@@ -32,26 +32,6 @@ def _files(file_pattern):
   return files
 
 
-def _mark_valid(valid):
-  def fn(features, labels):
-    labels = dict(labels, valid=tf.constant(valid))
-    return features, labels
-  return fn
-
-
-def _padding_example(element_spec):
-  """A zeroed `(features, labels)` with `labels['valid'] = False`.
-
-  Built from the (static) element spec, not from a record: taking the first
-  record again would start a second read of the files, and that read's
-  look-ahead could parse (and count as skipped) the same corrupt records a
-  second time.
-  """
-  features, labels = tf.nest.map_structure(
-      lambda spec: tf.zeros(spec.shape, spec.dtype), element_spec)
-  return features, dict(labels, valid=tf.constant(False))
-
-
 def build_dataset(file_pattern,
                   decode_fn: Callable,
                   parse_fn: Callable,
@@ -121,10 +101,8 @@ def build_dataset(file_pattern,
   if training:
     dataset = dataset.batch(batch_size, drop_remainder=True)
   else:
-    dataset = dataset.map(_mark_valid(True))
-    padding = tf.data.Dataset.from_tensors(
-        _padding_example(dataset.element_spec)).repeat(batch_size - 1)
-    dataset = dataset.concatenate(padding).batch(batch_size, drop_remainder=True)
+    dataset = pipeline.pad_last_batch(dataset, batch_size).batch(
+        batch_size, drop_remainder=True)
   options = tf.data.Options()
   options.experimental_deterministic = not training
   dataset = dataset.with_options(options)
