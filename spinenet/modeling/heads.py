@@ -5,7 +5,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from spinenet.modeling import activations
-from spinenet.modeling import layers as layers_lib
+from spinenet.modeling import batch_norm
 from spinenet.modeling import winograd_conv
 
 # The class bias starts at the prior probability pi = 0.01 (RetinaNet, Sec. 4.1).
@@ -88,7 +88,7 @@ class RetinaNetHead(keras.layers.Layer):
     c = self._config
     convs = [self._conv(c['num_filters'], f'{prefix}_conv_{i}', 'zeros', False)
              for i in range(c['num_convs'])]
-    norms = {level: [layers_lib.BatchNormalization(
+    norms = {level: [batch_norm.BatchNormalization(
         momentum=c['norm_momentum'], epsilon=c['norm_epsilon'],
         synchronized=c['use_sync_bn'], name=f'{prefix}_norm_{level}_{i}')
                      for i in range(c['num_convs'])] for level in self.levels}

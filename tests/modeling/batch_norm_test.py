@@ -1,14 +1,14 @@
-"""layers.BatchNormalization: synchronized BN on one replica takes the fused kernel."""
+"""batch_norm.BatchNormalization: synchronized BN on one replica takes the fused kernel."""
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from spinenet.modeling import layers
+from spinenet.modeling import batch_norm
 
 
 def _pair(**kwargs):
   """Ours and Keras' synchronized batch norm with the same weights."""
-  ours = layers.BatchNormalization(synchronized=True, momentum=0.9, **kwargs)
+  ours = batch_norm.BatchNormalization(synchronized=True, momentum=0.9, **kwargs)
   theirs = keras.layers.BatchNormalization(synchronized=True, momentum=0.9, **kwargs)
   rng = np.random.default_rng(0)
   for layer in (ours, theirs):
@@ -75,7 +75,7 @@ class BatchNormalizationTest(tf.test.TestCase):
     self.assertAllClose(ours(self.x, training=False), theirs(self.x, training=False))
 
   def test_unsynchronized_is_the_keras_layer(self):
-    ours = layers.BatchNormalization()
+    ours = batch_norm.BatchNormalization()
     theirs = keras.layers.BatchNormalization()
     self.assertEqual(_op_types(ours, self.x, True), _op_types(theirs, self.x, True))
 
