@@ -1,5 +1,9 @@
 """Search algorithms behind one interface: ask for an architecture, tell its reward.
 
+The interface, `SearchAlgorithm`, lives in `algorithm_base` (which the
+algorithms here and in `reinforce` subclass) and is re-exported here;
+`make_algorithm` builds any of them by name.
+
 * `RandomSearch`: every architecture sampled uniformly (`SearchSpace.sample`).
 * `RegularizedEvolution` (Real et al., 2019): a population of the latest
   rewarded architectures; each new one mutates the best of a random
@@ -13,66 +17,17 @@ through `get_state` / `set_state`, so an interrupted search resumes where it
 stopped. `ask` may be called several times before the matching `tell`s
 (parallel workers).
 """
-import abc
 import collections
-from typing import Dict
 
 import numpy as np
 
+from spinenet.search import algorithm_base
+from spinenet.search import reinforce
 from spinenet.search import space as space_lib
 
 ALGORITHMS = ('reinforce', 'evolution', 'random')
 
-
-class SearchAlgorithm(abc.ABC):
-  """Proposes architectures and learns from their rewards.
-
-  Args:
-    space: `space.SearchSpace`.
-    seed: int seed of every random choice.
-  """
-
-  name = 'base'
-
-  def __init__(self, space: space_lib.SearchSpace, seed: int = 0):
-    self.space = space
-    self.rng = np.random.default_rng(seed)
-    self.num_asked = 0
-    self.num_told = 0
-
-  def ask(self) -> space_lib.Architecture:
-    """The next architecture to evaluate."""
-    self.num_asked += 1
-    return self._ask()
-
-  def tell(self, arch: space_lib.Architecture, reward: float) -> None:
-    """Reports the reward (higher is better) of an architecture from `ask`."""
-    self.num_told += 1
-    self._tell(arch, float(reward))
-
-  @abc.abstractmethod
-  def _ask(self) -> space_lib.Architecture:
-    ...
-
-  def _tell(self, arch, reward):
-    del arch, reward
-
-  # === State ===
-  def get_state(self) -> Dict[str, dict]:
-    """`{'json': JSON-serializable dict, 'arrays': {name: np.ndarray}}`."""
-    return {'json': {'algorithm': self.name, 'rng': self.rng.bit_generator.state,
-                     'num_asked': self.num_asked, 'num_told': self.num_told},
-            'arrays': {}}
-
-  def set_state(self, state: Dict[str, dict]) -> None:
-    """Restores what `get_state` returned (same algorithm and space)."""
-    meta = state['json']
-    if meta.get('algorithm') != self.name:
-      raise ValueError(f'Saved search state is for algorithm '
-                       f'{meta.get("algorithm")!r}, not {self.name!r}; use the '
-                       'same algorithm to resume, or a new search directory.')
-    self.rng.bit_generator.state = meta['rng']
-    self.num_asked, self.num_told = meta['num_asked'], meta['num_told']
+SearchAlgorithm = algorithm_base.SearchAlgorithm
 
 
 class RandomSearch(SearchAlgorithm):
@@ -183,7 +138,6 @@ def make_algorithm(name: str, space: space_lib.SearchSpace, seed: int = 0,
     **kwargs: the algorithm's own arguments (e.g. `population_size`,
       `learning_rate`).
   """
-  from spinenet.search import reinforce  # pylint: disable=g-import-not-at-top
   classes = {'reinforce': reinforce.ReinforceController,
              'evolution': RegularizedEvolution, 'random': RandomSearch}
   if name not in classes:

@@ -26,7 +26,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-from spinenet.search import algorithms
+from spinenet.search import algorithm_base
 from spinenet.search import space as space_lib
 
 
@@ -138,7 +138,7 @@ class DecisionSequence:
     return indices
 
 
-class ReinforceController(algorithms.SearchAlgorithm):
+class ReinforceController(algorithm_base.SearchAlgorithm):
   """LSTM controller + REINFORCE with a moving-average baseline.
 
   Args:
