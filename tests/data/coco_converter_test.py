@@ -168,50 +168,6 @@ class ConvertCocoTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(coco_converter.read_label_map(summary.label_map_path),
                      {7: 'seven', 90: 'ninety'})
 
-  @parameterized.named_parameters(
-      ('no_images', {'annotations': [], 'categories': []}, '`images`'),
-      ('image_without_file_name', {'images': [{'id': 1, 'height': 4,
-                                               'width': 4}],
-                                   'categories': []}, 'images\\[0\\]'),
-      ('bad_height', {'images': [{'id': 1, 'file_name': 'a', 'height': 0,
-                                  'width': 4}], 'categories': []},
-       'images\\[0\\].height'),
-      ('bbox_of_three', {'images': [{'id': 1, 'file_name': 'a', 'height': 4,
-                                     'width': 4}],
-                         'categories': [{'id': 1, 'name': 'a'}],
-                         'annotations': [{'image_id': 1, 'category_id': 1,
-                                          'bbox': [1, 2, 3]}]},
-       'annotations\\[0\\].bbox'),
-      ('unknown_image', {'images': [], 'categories': [{'id': 1, 'name': 'a'}],
-                         'annotations': [{'image_id': 9, 'category_id': 1,
-                                          'bbox': [1, 2, 3, 4]}]},
-       'annotations\\[0\\].image_id'),
-      ('unknown_category', {'images': [{'id': 1, 'file_name': 'a',
-                                        'height': 4, 'width': 4}],
-                            'categories': [{'id': 1, 'name': 'a'}],
-                            'annotations': [{'image_id': 1, 'category_id': 3,
-                                             'bbox': [1, 2, 3, 4]}]},
-       'annotations\\[0\\].category_id'),
-      ('duplicate_category', {'images': [], 'categories': [
-          {'id': 1, 'name': 'a'}, {'id': 1, 'name': 'b'}]},
-       'categories\\[1\\].id'),
-  )
-  def test_malformed_json_names_the_field(self, content, field):
-    path = os.path.join(self.root, 'bad.json')
-    with open(path, 'w') as f:
-      json.dump(content, f)
-    with self.assertRaisesRegex(ValueError, f'bad.json.*{field}'):
-      coco_converter.convert_coco(self.image_dir, path, self.root + '/o',
-                                  num_workers=0)
-
-  def test_invalid_json_syntax_names_the_file(self):
-    path = os.path.join(self.root, 'broken.json')
-    with open(path, 'w') as f:
-      f.write('{"images": [')
-    with self.assertRaisesRegex(ValueError, 'broken.json: not valid JSON'):
-      coco_converter.convert_coco(self.image_dir, path, self.root + '/o',
-                                  num_workers=0)
-
   def test_worker_processes_write_the_same_bytes(self):
     for i in range(6):
       _write_image(os.path.join(self.image_dir, f'{i}.png'), fmt='PNG')
