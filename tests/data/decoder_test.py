@@ -52,11 +52,6 @@ class DecoderTest(tf.test.TestCase):
     self.assertEqual(lazy['encoded_image'].dtype, tf.string)
     self.assertEqual((int(lazy['height']), int(lazy['width'])), (20, 10))
 
-  def test_rejects_mismatched_box_lists(self):
-    with self.assertRaisesRegex(ValueError, 'source_id=4.*classes'):
-      tf_example.build_detection_example(
-          _png(4, 4), 'png', 4, 4, '4', boxes=[(0, 0, 1, 1)], classes=[1, 2])
-
 
 if __name__ == '__main__':
   tf.test.main()
