@@ -1,26 +1,27 @@
-"""The Model Garden side of our benchmarks, built the way the Model Garden trains.
+"""The Model Garden side of our benchmarks and parity tests: one recipe table.
 
 Every benchmark that prints a ratio against the TensorFlow Model Garden
-(tf-models-official 2.20.0) builds the reference model here, so that all our
-ratios compare against one construction: the Model Garden's own experiment
-factory (`retinanet_spinenet_coco` / `retinanet_mobile_coco`) overridden with
-the published recipe values, then `task_factory.get_task(...).build_model()`.
-The Model Garden is imported as a library; none of its code is copied.
+(tf-models-official 2.20.0), and every parity test that converts one of its
+checkpoints, builds the reference model here, so that all compare against one
+construction: the Model Garden's own experiment factory
+(`retinanet_spinenet_coco` / `retinanet_mobile_coco` / `image_classification`)
+overridden with the published recipe values of `RECIPES`, then
+`task_factory.get_task(...).build_model()`. The Model Garden is imported as a
+library; none of its code is copied.
 
-Also here: the wall-clock timer and the environment summary every benchmark
-prints, so that numbers from different scripts are measured the same way.
+`env_summary`, `time_fn` and `time_interleaved` live in `benchmarks._machine`
+and `benchmarks._timing`; they are importable from here too, as the
+benchmarks have always called them.
 
 Example:
   >>> model = build_mg_retinanet('49S', 256)
   >>> raw = tf.function(mg_raw_fn(model))
   >>> median_ms, min_ms, all_ms = time_fn(raw, (tf.zeros([1, 256, 256, 3]),))
 """
+import contextlib
 import dataclasses
 import os
-import platform
-import statistics
-import time
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable
 
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -28,15 +29,21 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 
+from benchmarks._machine import env_summary  # noqa: E402,F401  (re-exported)
+from benchmarks._timing import time_fn  # noqa: E402,F401  (re-exported)
+from benchmarks._timing import time_interleaved  # noqa: E402,F401  (re-exported)
 from official.core import exp_factory  # noqa: E402
 from official.core import task_factory  # noqa: E402
 from official.vision import registry_imports  # noqa: E402,F401  (registers experiments)
+from official.vision.modeling import factory as mg_factory  # noqa: E402
 from official.vision.ops import anchor  # noqa: E402
+
+PRECISIONS = ('float32', 'mixed_bfloat16')
 
 
 @dataclasses.dataclass(frozen=True)
 class MGRecipe:
-  """Model Garden recipe values of one model id (REFERENCE.md, section 2).
+  """Published Model Garden recipe values of one model id (docs/convert.md).
 
   Attributes:
     mg_model_id: the Model Garden backbone's `model_id`.
@@ -78,75 +85,124 @@ def get_recipe(model_id: str) -> MGRecipe:
                      f'of {sorted(RECIPES)}.') from None
 
 
-def make_mg_params(model_id: str, size: int, num_classes: int = NUM_CLASSES):
+def backbone_config(recipe: MGRecipe) -> dict:
+  """The `task.model.backbone` override of `recipe` (stochastic depth 0.2)."""
+  kind = 'spinenet_mobile' if recipe.mobile else 'spinenet'
+  inner = {'model_id': recipe.mg_model_id, 'stochastic_depth_drop_rate': 0.2}
+  if recipe.mobile:
+    inner['se_ratio'] = 0.2
+  return {'type': kind, kind: inner}
+
+
+def norm_activation_config(recipe: MGRecipe) -> dict:
+  """The `task.model.norm_activation` override: synchronized batch norm 0.99/1e-3."""
+  return {'activation': recipe.activation, 'norm_epsilon': 1e-3, 'norm_momentum': 0.99,
+          'use_sync_bn': True}
+
+
+def make_mg_params(model_id: str, size: int, num_classes: int = NUM_CLASSES,
+                   precision: str = 'float32'):
   """The Model Garden experiment config for RetinaNet on `model_id`.
 
   Args:
     model_id: one of `RECIPES`.
     size: square input size in pixels.
     num_classes: logits per anchor, background included.
+    precision: `runtime.mixed_precision_dtype`, one of `PRECISIONS` (the
+      Model Garden's trainer sets the Keras policy from it before it builds
+      the model; `build_mg_retinanet` does the same).
 
   Returns:
     A validated `official.core.config_definitions.ExperimentConfig`: levels
     3-7, 3 scales x aspect ratios 0.5/1/2, identity decoder, synchronized batch
-    norm 0.99/1e-3, stochastic depth 0.2, float32, and the recipe's head,
-    anchor size, activation and weight decay.
+    norm 0.99/1e-3, stochastic depth 0.2, and the recipe's head, anchor size,
+    activation and weight decay.
   """
+  if precision not in PRECISIONS:
+    raise ValueError(f'precision={precision!r}; expected one of {PRECISIONS}.')
   r = get_recipe(model_id)
-  if r.mobile:
-    params = exp_factory.get_exp_config('retinanet_mobile_coco')
-    backbone = {'type': 'spinenet_mobile',
-                'spinenet_mobile': {'model_id': r.mg_model_id, 'se_ratio': 0.2,
-                                    'stochastic_depth_drop_rate': 0.2}}
-    head = {'num_convs': r.head_convs, 'num_filters': r.head_filters,
-            'use_separable_conv': True}
-    weight_decay = 3e-5
-  else:
-    params = exp_factory.get_exp_config('retinanet_spinenet_coco')
-    backbone = {'type': 'spinenet',
-                'spinenet': {'model_id': r.mg_model_id,
-                             'stochastic_depth_drop_rate': 0.2}}
-    head = {'num_convs': r.head_convs, 'num_filters': r.head_filters}
-    weight_decay = 4e-5
+  params = exp_factory.get_exp_config(
+      'retinanet_mobile_coco' if r.mobile else 'retinanet_spinenet_coco')
   params.override({
       'task': {
-          'losses': {'l2_weight_decay': weight_decay},
+          'losses': {'l2_weight_decay': 3e-5 if r.mobile else 4e-5},
           'model': {
               'num_classes': num_classes,
               'input_size': [size, size, 3],
               'min_level': 3, 'max_level': 7,
               'anchor': {'anchor_size': r.anchor_size, 'num_scales': 3,
                          'aspect_ratios': [0.5, 1.0, 2.0]},
-              'backbone': backbone,
+              'backbone': backbone_config(r),
               'decoder': {'type': 'identity'},
-              'head': head,
-              'norm_activation': {'activation': r.activation, 'norm_epsilon': 1e-3,
-                                  'norm_momentum': 0.99, 'use_sync_bn': True},
+              'head': {'num_convs': r.head_convs, 'num_filters': r.head_filters,
+                       'use_separable_conv': r.mobile},
+              'norm_activation': norm_activation_config(r),
           },
       },
-      'runtime': {'mixed_precision_dtype': 'float32'},
+      'runtime': {'mixed_precision_dtype': precision},
   }, is_strict=True)
   params.validate()
   return params
 
 
-def build_mg_retinanet(model_id: str, size: int, num_classes: int = NUM_CLASSES):
+@contextlib.contextmanager
+def keras_precision(precision: str):
+  """Sets the global Keras mixed-precision policy to `precision`, then restores it."""
+  previous = tf_keras.mixed_precision.global_policy()
+  tf_keras.mixed_precision.set_global_policy(precision)
+  try:
+    yield
+  finally:
+    tf_keras.mixed_precision.set_global_policy(previous)
+
+
+def build_mg_retinanet(model_id: str, size: int, num_classes: int = NUM_CLASSES,
+                       precision: str = 'float32'):
   """Builds the Model Garden's RetinaNet through its task factory.
 
   Args:
     model_id: one of `RECIPES`.
     size: square input size in pixels.
     num_classes: logits per anchor, background included.
+    precision: one of `PRECISIONS`; the Keras policy while the model is built.
 
   Returns:
     The `official.vision.modeling.retinanet_model.RetinaNetModel`, called once
     on zeros so that every weight exists (with the identity decoder the Model
     Garden builds its head lazily).
   """
-  params = make_mg_params(model_id, size, num_classes)
-  model = task_factory.get_task(params.task).build_model()
-  model(tf.zeros([1, size, size, 3]), training=False)
+  params = make_mg_params(model_id, size, num_classes, precision)
+  with keras_precision(precision):
+    model = task_factory.get_task(params.task).build_model()
+    model(tf.zeros([1, size, size, 3]), training=False)
   return model
+
+
+def build_mg_classifier(model_id: str, size: int, num_classes: int, backbone=None):
+  """The Model Garden's `ClassificationModel` on the SpineNet backbone of `model_id`.
+
+  Built by `factory.build_classification_model` from the `image_classification`
+  experiment (the Model Garden's only classification experiment that takes a
+  SpineNet backbone), dropout 0.2, float32.
+
+  Args:
+    model_id: one of `RECIPES`.
+    size: square input size in pixels.
+    num_classes: logits.
+    backbone: an already built Model Garden backbone to reuse, or None.
+
+  Returns:
+    `(task config, model)`.
+  """
+  r = get_recipe(model_id)
+  params = exp_factory.get_exp_config('image_classification')
+  params.override({'task': {'model': {
+      'num_classes': num_classes, 'input_size': [size, size, 3],
+      'backbone': backbone_config(r), 'dropout_rate': 0.2,
+      'norm_activation': norm_activation_config(r)}}}, is_strict=True)
+  input_specs = tf_keras.layers.InputSpec(shape=[None, size, size, 3])
+  return params.task, mg_factory.build_classification_model(
+      input_specs, params.task.model, backbone=backbone)
 
 
 def mg_raw_fn(model) -> Callable:
@@ -193,88 +249,3 @@ def mg_postprocess_fn(model, size: int) -> Callable:
     return {k: outputs[k] for k in ('detection_boxes', 'detection_scores',
                                     'detection_classes', 'num_detections')}
   return postprocess
-
-
-def time_fn(fn: Callable, args: Sequence, warmup: int = 3, iters: int = 10,
-            on_iteration: Optional[Callable[[int, float], None]] = None):
-  """Wall-clock time of `fn(*args)`, results copied to the host.
-
-  Args:
-    fn: callable returning a nest of tensors.
-    args: positional arguments of `fn`.
-    warmup: untimed calls first (tracing, compilation, caches).
-    iters: timed calls.
-    on_iteration: optional `f(i, ms)` called after each timed call (progress).
-
-  Returns:
-    `(median_ms, min_ms, all_ms)`.
-  """
-  for _ in range(warmup):
-    tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
-  times = []
-  for i in range(iters):
-    start = time.perf_counter()
-    tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
-    times.append((time.perf_counter() - start) * 1e3)
-    if on_iteration is not None:
-      on_iteration(i, times[-1])
-  return statistics.median(times), min(times), times
-
-
-def time_interleaved(fns: Mapping[str, Callable], args: Sequence, warmup: int = 3,
-                     iters: int = 10,
-                     on_round: Optional[Callable[[int, Mapping[str, float]], None]] = None,
-                     iters_per_fn: Optional[Mapping[str, int]] = None,
-                     warmup_per_fn: Optional[Mapping[str, int]] = None):
-  """Times several callables in alternation, so load drift hits them alike.
-
-  Every callable gets `warmup` untimed calls, then each round calls every
-  callable once (in the given order) until each has `iters` timed calls. On a
-  shared machine this keeps a change in background load from favouring
-  whichever variant happened to run in the quiet minute.
-
-  Args:
-    fns: `{name: callable}`, each returning a nest of tensors.
-    args: positional arguments of every callable.
-    warmup: untimed calls per callable.
-    iters: timed calls per callable.
-    on_round: optional `f(round_index, {name: ms})` after each round.
-    iters_per_fn: optional `{name: iters}` overriding `iters` for some
-      callables (e.g. a very slow variant); a callable with fewer iterations
-      takes part in the first rounds only, still interleaved with the others.
-    warmup_per_fn: optional `{name: warmup}` overriding `warmup` likewise.
-
-  Returns:
-    `{name: (median_ms, min_ms, all_ms)}`.
-  """
-  iters_of = {name: (iters_per_fn or {}).get(name, iters) for name in fns}
-  for name, fn in fns.items():
-    for _ in range((warmup_per_fn or {}).get(name, warmup)):
-      tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
-  times = {name: [] for name in fns}
-  for i in range(max(iters_of.values(), default=0)):
-    this_round = {}
-    for name, fn in fns.items():
-      if i >= iters_of[name]:
-        continue
-      start = time.perf_counter()
-      tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
-      this_round[name] = (time.perf_counter() - start) * 1e3
-      times[name].append(this_round[name])
-    if on_round is not None:
-      on_round(i, this_round)
-  return {name: (statistics.median(t), min(t), t) for name, t in times.items()}
-
-
-def env_summary() -> dict:
-  """Versions, cores, thread pools and load average, for benchmark reports."""
-  return {
-      'tensorflow': tf.__version__,
-      'tf_keras': tf_keras.__version__,
-      'python': platform.python_version(),
-      'cpus': os.cpu_count(),
-      'intra_op_threads': tf.config.threading.get_intra_op_parallelism_threads(),
-      'inter_op_threads': tf.config.threading.get_inter_op_parallelism_threads(),
-      'onednn': os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset: TF enables it only on CPUs with AVX512-VNNI, AVX512-BF16 or AMX)'),
-      'load_average': tuple(round(x, 2) for x in os.getloadavg()),
-  }

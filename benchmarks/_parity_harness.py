@@ -1,12 +1,11 @@
-"""Model Garden parity: build MG's model, randomize, save, convert, compare.
+"""Model Garden parity: build its model, randomize, save, convert, compare.
 
-Used by `tests/parity/*_test.py` and `benchmarks/parity.py`. The Model Garden
-side is built the way its trainer builds it: an `exp_factory` experiment
-(`retinanet_spinenet_coco`, `retinanet_mobile_coco`, `image_classification`)
-overridden with the published experiment values, then
-`task_factory.get_task(...).build_model()`.
+Used by `tests/parity/model_garden_parity_test.py`, the checkpoint converter
+tests and `benchmarks/parity.py`. The Model Garden models come from the one
+recipe table, `benchmarks._model_garden` (built as its trainer builds them);
+this module adds what a parity check needs on top: random weights and
+statistics, checkpoint conversion, and relative differences of outputs.
 """
-import dataclasses
 import os
 from typing import Dict
 
@@ -15,12 +14,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import tf_keras  # noqa: E402
 
-from official.core import exp_factory  # noqa: E402
-from official.core import task_factory  # noqa: E402
-from official.vision import registry_imports  # noqa: E402,F401  (registers exps)
-from official.vision.modeling import factory as mg_factory  # noqa: E402
+from benchmarks import _model_garden as model_garden  # noqa: E402
 from official.vision.ops import anchor as mg_anchor  # noqa: E402
 
 from spinenet.modeling import classifier as classifier_lib  # noqa: E402
@@ -30,95 +25,13 @@ from spinenet.training import checkpoint_converter  # noqa: E402
 
 TOLERANCE = 1e-4  # max |ours - MG| <= TOLERANCE * max |MG|, per level.
 IMAGE_SIZE = 128
+IDS = tuple(model_garden.RECIPES)
 
 
-@dataclasses.dataclass(frozen=True)
-class MGConfig:
-  """A Model Garden RetinaNet experiment (values of its published YAML)."""
-  experiment: str
-  backbone_type: str
-  model_id: str
-  head_convs: int
-  head_filters: int
-  anchor_size: float
-  activation: str
-
-  @property
-  def mobile(self):
-    return self.backbone_type == 'spinenet_mobile'
-
-
-# Our id -> the Model Garden configuration it corresponds to (docs/convert.md).
-MG_CONFIGS = {
-    '49S': MGConfig('retinanet_spinenet_coco', 'spinenet', '49S', 4, 128, 3, 'swish'),
-    '49': MGConfig('retinanet_spinenet_coco', 'spinenet', '49', 4, 256, 3, 'swish'),
-    '96': MGConfig('retinanet_spinenet_coco', 'spinenet', '96', 4, 256, 3, 'swish'),
-    '143': MGConfig('retinanet_spinenet_coco', 'spinenet', '143', 4, 256, 4, 'swish'),
-    '190': MGConfig('retinanet_spinenet_coco', 'spinenet', '190', 7, 512, 4, 'swish'),
-    'mobile-49': MGConfig('retinanet_mobile_coco', 'spinenet_mobile', '49', 4, 48, 3,
-                          'hard_swish'),
-    'mobile-49S': MGConfig('retinanet_mobile_coco', 'spinenet_mobile', '49S', 4, 40, 3,
-                           'hard_swish'),
-    'mobile-49XS': MGConfig('retinanet_mobile_coco', 'spinenet_mobile', '49XS', 4, 24, 3,
-                            'swish'),
-}
-IDS = tuple(MG_CONFIGS)
-
-
-def _backbone_override(c):
-  inner = {'model_id': c.model_id, 'stochastic_depth_drop_rate': 0.2}
-  if c.mobile:
-    inner['se_ratio'] = 0.2
-  return {'type': c.backbone_type, c.backbone_type: inner}
-
-
-def _norm_activation(c):
-  return {'activation': c.activation, 'norm_epsilon': 1e-3, 'norm_momentum': 0.99,
-          'use_sync_bn': True}
-
-
-def build_mg_retinanet(model_id, num_classes, size=IMAGE_SIZE):
-  """Model Garden RetinaNet for our `model_id`: returns `(task config, model)`."""
-  c = MG_CONFIGS[model_id]
-  params = exp_factory.get_exp_config(c.experiment)
-  head = {'num_convs': c.head_convs, 'num_filters': c.head_filters,
-          'use_separable_conv': c.mobile}
-  params.override({'task': {'model': {
-      'num_classes': num_classes, 'input_size': [size, size, 3],
-      'anchor': {'anchor_size': c.anchor_size, 'num_scales': 3,
-                 'aspect_ratios': [0.5, 1.0, 2.0]},
-      'backbone': _backbone_override(c), 'decoder': {'type': 'identity'},
-      'head': head, 'min_level': 3, 'max_level': 7,
-      'norm_activation': _norm_activation(c)}},
-                   'runtime': {'mixed_precision_dtype': 'float32'}}, is_strict=True)
-  model = task_factory.get_task(params.task).build_model()
-  mg_raw_outputs(model, tf.zeros([1, size, size, 3]))  # builds the lazy head
-  return params.task, model
-
-
-def build_mg_classifier(model_id, num_classes, size=IMAGE_SIZE, backbone=None):
-  """Model Garden `ClassificationModel` with our id's SpineNet backbone.
-
-  Built by `factory.build_classification_model` from the `image_classification`
-  experiment (MG's only classification experiment that takes a SpineNet
-  backbone); `backbone` reuses an already built MG backbone.
-  """
-  c = MG_CONFIGS[model_id]
-  params = exp_factory.get_exp_config('image_classification')
-  params.override({'task': {'model': {
-      'num_classes': num_classes, 'input_size': [size, size, 3],
-      'backbone': _backbone_override(c), 'dropout_rate': 0.2,
-      'norm_activation': _norm_activation(c)}}}, is_strict=True)
-  input_specs = tf_keras.layers.InputSpec(shape=[None, size, size, 3])
-  return params.task, mg_factory.build_classification_model(
-      input_specs, params.task.model, backbone=backbone)
-
-
-def mg_raw_outputs(model, images):
-  """MG RetinaNet raw head outputs `(cls_outputs, box_outputs)`, inference mode."""
-  features = model.backbone(images, training=False)
-  scores, boxes, _ = model.head(features, training=False)
-  return scores, boxes
+def mg_retinanet(model_id, num_classes, size=IMAGE_SIZE):
+  """Model Garden RetinaNet for our `model_id`, float32: `(task config, model)`."""
+  task_config = model_garden.make_mg_params(model_id, size, num_classes).task
+  return task_config, model_garden.build_mg_retinanet(model_id, size, num_classes)
 
 
 def randomize(model, seed):
@@ -174,10 +87,10 @@ def retinanet_parity(model_id, workdir, size=IMAGE_SIZE, num_classes=8, seed=0):
     its task config, checkpoint, raw outputs and our converted RetinaNet.
   """
   images = _images(seed, size)
-  task_config, mg = build_mg_retinanet(model_id, num_classes, size)
+  task_config, mg = mg_retinanet(model_id, num_classes, size)
   randomize(mg, seed)
   mg_ckpt = tf.train.Checkpoint(model=mg).write(os.path.join(workdir, 'mg_retinanet', 'ckpt'))
-  mg_scores, mg_boxes = mg_raw_outputs(mg, images)
+  mg_scores, mg_boxes = model_garden.mg_raw_fn(mg)(images)
   ours = registry.build_retinanet(model_id, num_classes=num_classes, input_size=size)
   checkpoint_converter.convert(mg_ckpt, model_id, 'retinanet',
                                os.path.join(workdir, 'retinanet'), model=ours)
@@ -206,7 +119,7 @@ def model_parity(model_id, workdir, size=IMAGE_SIZE, seed=0):
   images, mg, ours, k = state['images'], state['mg'], state['ours'], state['num_classes']
   mg_features = mg.backbone(images, training=False)
 
-  _, mg_cls = build_mg_classifier(model_id, k, size, backbone=mg.backbone)
+  _, mg_cls = model_garden.build_mg_classifier(model_id, size, k, backbone=mg.backbone)
   randomize(mg_cls, seed + 1)
   mg_cls_ckpt = tf.train.Checkpoint(model=mg_cls).write(
       os.path.join(workdir, 'mg_classifier', 'ckpt'))

@@ -9,11 +9,10 @@ post-processing vs MG's MultilevelDetectionGenerator on the same raw outputs).
 The last line is one JSON object.
 
 Usage:
-  .venv/bin/python benchmarks/parity.py [--ids=49S,mobile-49XS] [--size=128]
+  .venv/bin/python -m benchmarks.parity [--ids=49S,mobile-49XS] [--size=128]
 """
 import gc
 import json
-import os
 import sys
 import tempfile
 import time
@@ -21,11 +20,16 @@ import time
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..',
-                                'tests', 'parity'))
-import parity_harness as harness  # noqa: E402
+import tf_keras
 
-import tf_keras  # noqa: E402
+try:
+  from benchmarks import _machine
+  from benchmarks import _parity_harness as harness
+except ModuleNotFoundError as e:
+  if e.name != 'benchmarks':
+    raise
+  sys.exit('benchmarks/parity.py: run it as a module from the repository root: '
+           '.venv/bin/python -m benchmarks.parity')
 
 _IDS = flags.DEFINE_list('ids', list(harness.IDS), 'Model ids to compare.')
 _SIZE = flags.DEFINE_integer('size', harness.IMAGE_SIZE,
@@ -81,7 +85,7 @@ def main(argv):
       rows=[{k: r[k] for k in ('id', 'task', 'worst')} for r in rows],
       detection=[{k: d[k] for k in ('candidates', 'num_detections', 'boxes', 'scores',
                                     'passed')} for d in detection],
-      seconds=round(time.time() - start, 1))))
+      seconds=round(time.time() - start, 1), env=_machine.env_summary())))
 
 
 if __name__ == '__main__':

@@ -4,14 +4,16 @@ For every model id, randomized Model Garden RetinaNet and classification models
 (random weights and batch-norm statistics) are saved, converted with
 `spinenet.training.checkpoint_converter` and run on the same random images in
 inference mode at 128 px: every output level must match to within
-`TOLERANCE` x (max abs of the Model Garden output). `benchmarks/parity.py`
-prints the same comparison as a table.
+`TOLERANCE` x (max abs of the Model Garden output). The harness lives in
+`benchmarks/_parity_harness.py` (on the recipe table of
+`benchmarks/_model_garden.py`); `benchmarks/parity.py` prints the same
+comparison as a table.
 """
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import parity_harness as harness
+from benchmarks import _parity_harness as harness
 
 # Detection check: candidates above the 0.05 score threshold per image, from a
 # few (fewer than 100 detections) to more than pre_nms_top_k (5000).

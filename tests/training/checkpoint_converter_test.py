@@ -8,7 +8,6 @@ Numerical parity of every id lives in tests/parity.
 import json
 import os
 import shutil
-import sys
 import tempfile
 
 from absl import app
@@ -19,8 +18,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'parity'))
-import parity_harness as harness  # noqa: E402  (builds the MG model)
+from benchmarks import _parity_harness as harness  # noqa: E402  (builds the MG model)
 
 from spinenet.cli import convert as convert_cli  # noqa: E402
 from spinenet.modeling import classifier as classifier_lib  # noqa: E402
@@ -85,7 +83,7 @@ class CheckpointConverterTest(tf.test.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.root = tempfile.mkdtemp()
-    _, cls.mg = harness.build_mg_retinanet(MODEL_ID, NUM_CLASSES)
+    _, cls.mg = harness.mg_retinanet(MODEL_ID, NUM_CLASSES)
     harness.randomize(cls.mg, 0)
     cls.mg_ckpt = tf.train.Checkpoint(model=cls.mg).write(os.path.join(cls.root, 'mg', 'ckpt'))
     cls.ours = registry.build_retinanet(MODEL_ID, num_classes=NUM_CLASSES, input_size=128)
