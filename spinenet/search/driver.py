@@ -120,6 +120,301 @@ def best_trial(records):
   return max(ok, key=lambda r: (r['reward'], -r['trial'])) if ok else None
 
 
+def _search_config(options, space):
+  """The settings a resumed search must share, as they read back from JSON."""
+  return _json_round_trip({'algorithm': options.algorithm, 'seed': options.seed,
+                           'algorithm_args': options.algorithm_args or {},
+                           'space': dataclasses.asdict(space)})
+
+
+class _Search:
+  """The driver's side of one search directory: algorithm, state and records.
+
+  Runs in the driver process. Every change a restart must see is saved
+  (`TrialStore.save_state`) before the search moves on: a trial is saved as
+  pending before any worker gets it, and its record is appended before the
+  algorithm learns from it.
+
+  Args:
+    store: `trials.TrialStore` of the search directory.
+    options: `SearchOptions`.
+    space: `space.SearchSpace`.
+    num_trials: total trials of the directory.
+    on_best, on_trial: the callbacks of `run_search`.
+
+  Attributes:
+    records: finished trial records, in the order they finished.
+    best: the best finished record (`best_trial`), or None.
+    queued: ids of pending trials to hand out before proposing new ones.
+  """
+
+  def __init__(self, store, options, space, num_trials, on_best=None,
+               on_trial=None):
+    self.store, self.space, self.num_trials = store, space, num_trials
+    self.max_attempts = options.max_attempts
+    self.algorithm = algorithms.make_algorithm(options.algorithm, space,
+                                               options.seed,
+                                               **(options.algorithm_args or {}))
+    self.config = _search_config(options, space)
+    self.state = {'config': self.config, 'next_trial': 0, 'pending': {},
+                  'told': []}
+    self.records, self.best, self.queued = [], None, []
+    self._on_best, self._on_trial = on_best, on_trial
+    self._start_count, self._start_time = 0, time.monotonic()
+
+  @property
+  def done(self) -> bool:
+    return len(self.records) >= self.num_trials
+
+  @property
+  def num_new(self) -> int:
+    """Trials finished since `resume`."""
+    return len(self.records) - self._start_count
+
+  def _save(self):
+    algo = self.algorithm.get_state()
+    self.store.save_state(dict(self.state, algorithm=algo['json']), algo['arrays'])
+
+  # === Resume ===
+  def resume(self) -> None:
+    """Picks up the directory: state, records, missed lessons, re-runs, best.
+
+    Raises:
+      ValueError: if the directory holds a search with other settings.
+    """
+    self._restore_state()
+    self.records = self.store.read_trials()
+    self._tell_unlearned()
+    self._requeue_pending()
+    self._save()
+    self.best = best_trial(self.records)
+    if self.best is not None and self._on_best is not None:
+      self._on_best(self.best)
+    self._start_count, self._start_time = len(self.records), time.monotonic()
+
+  def _restore_state(self):
+    """Loads the saved state and the algorithm's, if the directory has one."""
+    saved = self.store.load_state()
+    if saved is None:
+      return
+    meta, arrays = saved
+    if meta['config'] != self.config:
+      raise ValueError(
+          f'{self.store.search_dir} holds a search with settings '
+          f'{meta["config"]}, not {self.config}; resume with the same settings '
+          'or use a new --search_dir.')
+    self.algorithm.set_state({'json': meta['algorithm'], 'arrays': arrays})
+    self.state = {k: meta[k] for k in self.state}
+
+  def _tell_unlearned(self):
+    """Tells the algorithm about trials that finished after the last save."""
+    told = set(self.state['told'])
+    for r in self.records:
+      if r['trial'] not in told:
+        logging.info('search | trial %d finished before the interruption; '
+                     'telling the algorithm now', r['trial'])
+        self.algorithm.tell(space_lib.Architecture.from_dict(r['architecture']),
+                            r['reward'])
+        self.state['told'].append(r['trial'])
+
+  def _requeue_pending(self):
+    """Queues the trials that were running when the search stopped."""
+    finished = {r['trial'] for r in self.records}
+    pending = self.state['pending']
+    for key in sorted(pending, key=int):
+      if int(key) in finished:
+        del pending[key]
+      else:
+        pending[key]['attempts'] += 1
+        logging.warning('search | re-running trial %s (interrupted in an '
+                        'earlier run; attempt %d)', key, pending[key]['attempts'])
+        self.queued.append(int(key))
+
+  # === Propose ===
+  def next_trial(self) -> Optional[int]:
+    """Id of the next trial to hand out: a re-run, else a new proposal.
+
+    None once every trial up to `num_trials` is finished or handed out.
+    """
+    if self.queued:
+      return self.queued.pop(0)
+    if len(self.records) + len(self.state['pending']) < self.num_trials:
+      return self._propose()
+    return None
+
+  def _propose(self):
+    """Asks the algorithm and saves the answer as a pending trial."""
+    arch = self.algorithm.ask()
+    trial_id = self.state['next_trial']
+    self.state['next_trial'] += 1
+    self.state['pending'][str(trial_id)] = {'architecture': arch.to_dict(),
+                                            'attempts': 1}
+    self._save()  # handed out only once it is saved as pending
+    return trial_id
+
+  def _architecture(self, trial_id):
+    entry = self.state['pending'][str(trial_id)]
+    return space_lib.Architecture.from_dict(entry['architecture'])
+
+  def task(self, trial_id: int) -> tuple:
+    """`(trial_id, block_specs, trial_dir)`: a worker's task for a pending trial."""
+    return (trial_id, self.space.to_block_specs(self._architecture(trial_id)),
+            self.store.trial_dir(trial_id))
+
+  # === Record ===
+  def finish(self, trial_id: int, outcome: dict, worker_id: int) -> None:
+    """Records a pending trial's outcome, teaches the algorithm, calls back."""
+    arch = self._architecture(trial_id)
+    record = self._make_record(trial_id, arch, outcome, worker_id)
+    self._record(trial_id, arch, record)
+    self._call_back(record)
+    self._log_progress(record)
+
+  def lose(self, trial_id: int, worker_id: int) -> None:
+    """A worker died running `trial_id`: queue it again, or fail it."""
+    entry = self.state['pending'][str(trial_id)]
+    if entry['attempts'] < self.max_attempts:
+      entry['attempts'] += 1
+      self._save()
+      self.queued.insert(0, trial_id)
+      logging.warning('search | re-running trial %d (attempt %d)', trial_id,
+                      entry['attempts'])
+    else:
+      self.finish(trial_id, {'status': 'failed', 'seconds': 0.0,
+                             'error': f'worker died {entry["attempts"]} times'},
+                  worker_id)
+
+  def _make_record(self, trial_id, arch, outcome, worker_id):
+    """The line of `trials.jsonl`: the trial, its architecture and outcome."""
+    entry = self.state['pending'][str(trial_id)]
+    record = {'trial': trial_id, 'architecture': entry['architecture'],
+              'block_specs': [list(s) for s in self.space.to_block_specs(arch)],
+              'attempts': entry['attempts'], 'worker': worker_id,
+              'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S')}
+    record.update(outcome)
+    if record['status'] != 'ok':
+      record['reward'] = 0.0  # the floor of AP: the algorithm learns to avoid it
+      logging.error('search | trial %d failed:\n%s', trial_id,
+                    record.get('error', ''))
+    return _json_round_trip(record)  # in memory exactly as in the file
+
+  def _record(self, trial_id, arch, record):
+    """Appends the record, then moves the trial from pending to told."""
+    self.store.append_trial(record)
+    self.records.append(record)
+    self.algorithm.tell(arch, record['reward'])
+    self.state['told'].append(trial_id)
+    del self.state['pending'][str(trial_id)]
+    self._save()
+
+  def _call_back(self, record):
+    """`on_best` for a new best trial, then `on_trial` with every record."""
+    if record['status'] == 'ok' and (self.best is None
+                                     or record['reward'] > self.best['reward']):
+      self.best = record
+      if self._on_best is not None:
+        self._on_best(self.best)
+    if self._on_trial is not None:
+      self._on_trial(self.records)
+
+  def _log_progress(self, record):
+    rate = (time.monotonic() - self._start_time) / self.num_new
+    left = self.num_trials - len(self.records)
+    eta = time.strftime('%H:%M:%S', time.gmtime(rate * left))
+    best = self.best
+    logging.info('search | trial %d done in %.0f s: reward %.4f | best %.4f '
+                 '(trial %d) | %d/%d trials | %.1f min/trial | ETA %s',
+                 record['trial'], record['seconds'], record['reward'],
+                 best['reward'] if best else float('nan'),
+                 best['trial'] if best else -1, len(self.records),
+                 self.num_trials, rate / 60, eta)
+
+  def result(self) -> dict:
+    return {'trials': self.records, 'best': self.best, 'num_new': self.num_new}
+
+
+class _WorkerPool:
+  """The spawned worker processes, the trial each runs, and their results.
+
+  Args:
+    num_workers: processes to start.
+    evaluate_fn: picklable `(block_specs, trial_dir) -> dict`.
+    threads: CPU threads of each worker's TensorFlow.
+  """
+
+  def __init__(self, num_workers, evaluate_fn, threads):
+    self._ctx = multiprocessing.get_context('spawn')
+    self._results = self._ctx.Queue()
+    self._evaluate_fn, self._threads = evaluate_fn, threads
+    self.workers = [self._start(w) for w in range(num_workers)]
+
+  def _start(self, worker_id):
+    return _Worker(self._ctx, worker_id, self._evaluate_fn, self._threads,
+                   self._results)
+
+  def idle(self):
+    return [w for w in self.workers if w.trial is None]
+
+  def busy(self):
+    return [w for w in self.workers if w.trial is not None]
+
+  def dispatch(self, worker, task):
+    """Hands `task` (`_Search.task`) to an idle worker."""
+    worker.trial = task[0]
+    worker.tasks.put(task)
+
+  def collect(self, timeout):
+    """`(worker_id, trial_id, outcome)` of the next finished trial, or None.
+
+    Waits at most `timeout` seconds; the worker becomes idle.
+    """
+    try:
+      worker_id, trial_id, outcome = self._results.get(timeout=timeout)
+    except queue.Empty:
+      return None
+    self.workers[worker_id].trial = None
+    return worker_id, trial_id, outcome
+
+  def replace_dead(self):
+    """Restarts every worker that died running a trial.
+
+    Returns:
+      `[(worker_id, trial_id)]` of the trials those workers were running.
+    """
+    lost = []
+    for i, worker in enumerate(self.workers):
+      if worker.trial is not None and not worker.process.is_alive():
+        logging.error('search | worker %d died (exit code %s) running trial %d',
+                      worker.id, worker.process.exitcode, worker.trial)
+        lost.append((worker.id, worker.trial))
+        self.workers[i] = self._start(worker.id)
+    return lost
+
+  def shutdown(self):
+    """Stops every worker (None, then SIGTERM, then SIGKILL; `_Worker.stop`)."""
+    for worker in self.workers:
+      worker.stop()
+
+
+def _run_trials(search, pool, poll_seconds):
+  """Hands trials to idle workers and records results until `search.done`."""
+  while not search.done:
+    for worker in pool.idle():
+      trial_id = search.next_trial()
+      if trial_id is None:
+        break
+      pool.dispatch(worker, search.task(trial_id))
+    if not pool.busy():
+      break
+    result = pool.collect(poll_seconds)
+    if result is not None:
+      worker_id, trial_id, outcome = result
+      search.finish(trial_id, outcome, worker_id)
+    else:  # nothing finished in time: check that the workers are alive
+      for worker_id, trial_id in pool.replace_dead():
+        search.lose(trial_id, worker_id)
+
+
 def run_search(evaluate_fn: EvaluateFn, search_dir: str, num_trials: int,
                num_workers: int = 1,
                options: SearchOptions = SearchOptions(),
@@ -128,6 +423,11 @@ def run_search(evaluate_fn: EvaluateFn, search_dir: str, num_trials: int,
                on_trial: Optional[Callable[[list], None]] = None,
                poll_seconds: float = 1.0) -> dict:
   """Runs (or resumes) a search until `search_dir` holds `num_trials` trials.
+
+  Resumes the directory's state (`_Search.resume`), starts the workers, then
+  hands out trials (re-runs first, then the algorithm's proposals) and
+  records each result (`_run_trials`) until enough trials are finished;
+  the workers are stopped on the way out, whatever happened.
 
   Args:
     evaluate_fn: picklable `(block_specs, trial_dir) -> dict` with `reward`
@@ -154,155 +454,22 @@ def run_search(evaluate_fn: EvaluateFn, search_dir: str, num_trials: int,
   if num_trials < 1 or num_workers < 1:
     raise ValueError(f'`num_trials` and `num_workers` must be >= 1. Received: '
                      f'num_trials={num_trials}, num_workers={num_workers}')
-  store = trials_lib.TrialStore(search_dir)
-  algorithm = algorithms.make_algorithm(options.algorithm, space, options.seed,
-                                        **(options.algorithm_args or {}))
-  config = {'algorithm': options.algorithm, 'seed': options.seed,
-            'algorithm_args': options.algorithm_args or {},
-            'space': dataclasses.asdict(space)}
-  config = _json_round_trip(config)
-  state = {'config': config, 'next_trial': 0, 'pending': {}, 'told': []}
-  saved = store.load_state()
-  if saved is not None:
-    meta, arrays = saved
-    if meta['config'] != config:
-      raise ValueError(
-          f'{search_dir} holds a search with settings {meta["config"]}, not '
-          f'{config}; resume with the same settings or use a new --search_dir.')
-    algorithm.set_state({'json': meta['algorithm'], 'arrays': arrays})
-    state = {k: meta[k] for k in state}
-
-  def save():
-    algo = algorithm.get_state()
-    store.save_state(dict(state, algorithm=algo['json']), algo['arrays'])
-
-  records = store.read_trials()
-  finished = {r['trial'] for r in records}
-  told = set(state['told'])
-  for r in records:  # finished after the last saved state: learn from them now
-    if r['trial'] not in told:
-      logging.info('search | trial %d finished before the interruption; telling '
-                   'the algorithm now', r['trial'])
-      algorithm.tell(space_lib.Architecture.from_dict(r['architecture']),
-                     r['reward'])
-      state['told'].append(r['trial'])
-  queued = []
-  for key in sorted(state['pending'], key=int):
-    if int(key) in finished:
-      del state['pending'][key]
-    else:
-      state['pending'][key]['attempts'] += 1
-      logging.warning('search | re-running trial %s (interrupted in an earlier '
-                      'run; attempt %d)', key, state['pending'][key]['attempts'])
-      queued.append(int(key))
-  save()
-
-  best = best_trial(records)
-  if best is not None and on_best is not None:
-    on_best(best)
-  start_count, start_time = len(records), time.monotonic()
-  if len(records) >= num_trials:
+  search = _Search(trials_lib.TrialStore(search_dir), options, space,
+                   num_trials, on_best=on_best, on_trial=on_trial)
+  search.resume()
+  if search.done:
     logging.info('search | %s already holds %d trials (asked for %d)',
-                 search_dir, len(records), num_trials)
-    return {'trials': records, 'best': best, 'num_new': 0}
-
-  ctx = multiprocessing.get_context('spawn')
-  results = ctx.Queue()
-  workers = [_Worker(ctx, w, evaluate_fn, options.threads_per_worker, results)
-             for w in range(num_workers)]
+                 search_dir, len(search.records), num_trials)
+    return search.result()
+  pool = _WorkerPool(num_workers, evaluate_fn, options.threads_per_worker)
   logging.info('search | %s: %d/%d trials done, %d workers x %d threads, '
-               'algorithm %s', search_dir, len(records), num_trials,
+               'algorithm %s', search_dir, len(search.records), num_trials,
                num_workers, options.threads_per_worker, options.algorithm)
-
-  def dispatch(worker, trial_id):
-    entry = state['pending'][str(trial_id)]
-    arch = space_lib.Architecture.from_dict(entry['architecture'])
-    worker.trial = trial_id
-    worker.tasks.put((trial_id, space.to_block_specs(arch),
-                      store.trial_dir(trial_id)))
-
-  def finish(trial_id, outcome, worker_id):
-    nonlocal best
-    entry = state['pending'][str(trial_id)]
-    arch = space_lib.Architecture.from_dict(entry['architecture'])
-    record = {'trial': trial_id, 'architecture': entry['architecture'],
-              'block_specs': [list(s) for s in space.to_block_specs(arch)],
-              'attempts': entry['attempts'], 'worker': worker_id,
-              'finished_at': time.strftime('%Y-%m-%dT%H:%M:%S')}
-    record.update(outcome)
-    if record['status'] != 'ok':
-      record['reward'] = 0.0  # the floor of AP: the algorithm learns to avoid it
-      logging.error('search | trial %d failed:\n%s', trial_id,
-                    record.get('error', ''))
-    record = _json_round_trip(record)  # in memory exactly as in the file
-    store.append_trial(record)
-    records.append(record)
-    algorithm.tell(arch, record['reward'])
-    state['told'].append(trial_id)
-    del state['pending'][str(trial_id)]
-    save()
-    if record['status'] == 'ok' and (best is None or record['reward'] > best['reward']):
-      best = record
-      if on_best is not None:
-        on_best(best)
-    if on_trial is not None:
-      on_trial(records)
-    done = len(records) - start_count
-    rate = (time.monotonic() - start_time) / done
-    eta = time.strftime('%H:%M:%S', time.gmtime(rate * (num_trials - len(records))))
-    logging.info('search | trial %d done in %.0f s: reward %.4f | best %.4f '
-                 '(trial %d) | %d/%d trials | %.1f min/trial | ETA %s', trial_id,
-                 record['seconds'], record['reward'],
-                 best['reward'] if best else float('nan'),
-                 best['trial'] if best else -1, len(records), num_trials,
-                 rate / 60, eta)
-
   try:
-    while len(records) < num_trials:
-      for worker in workers:
-        if worker.trial is not None:
-          continue
-        if queued:
-          dispatch(worker, queued.pop(0))
-        elif len(records) + len(state['pending']) < num_trials:
-          arch = algorithm.ask()
-          trial_id = state['next_trial']
-          state['next_trial'] += 1
-          state['pending'][str(trial_id)] = {'architecture': arch.to_dict(),
-                                             'attempts': 1}
-          save()  # handed out only once it is saved as pending
-          dispatch(worker, trial_id)
-      busy = [w for w in workers if w.trial is not None]
-      if not busy:
-        break
-      try:
-        worker_id, trial_id, outcome = results.get(timeout=poll_seconds)
-      except queue.Empty:
-        for i, worker in enumerate(workers):
-          if worker.trial is not None and not worker.process.is_alive():
-            lost = worker.trial
-            entry = state['pending'][str(lost)]
-            logging.error('search | worker %d died (exit code %s) running trial '
-                          '%d', worker.id, worker.process.exitcode, lost)
-            if entry['attempts'] < options.max_attempts:
-              entry['attempts'] += 1
-              save()
-              queued.insert(0, lost)
-              logging.warning('search | re-running trial %d (attempt %d)', lost,
-                              entry['attempts'])
-            else:
-              finish(lost, {'status': 'failed', 'seconds': 0.0,
-                            'error': f'worker died {entry["attempts"]} times'},
-                     worker.id)
-            workers[i] = _Worker(ctx, worker.id, evaluate_fn,
-                                 options.threads_per_worker, results)
-        continue
-      workers[worker_id].trial = None
-      finish(trial_id, outcome, worker_id)
+    _run_trials(search, pool, poll_seconds)
   finally:
-    for worker in workers:
-      worker.stop()
-  return {'trials': records, 'best': best, 'num_new': len(records) - start_count}
+    pool.shutdown()
+  return search.result()
 
 
 def _json_round_trip(value):

@@ -4,6 +4,7 @@ The trials are cheap stand-ins (tests/search/search_fakes.py) run in real
 spawned worker processes.
 """
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -21,6 +22,21 @@ from spinenet.search import trials as trials_lib
 import search_fakes
 
 _SPACE = space_lib.SearchSpace()
+
+
+def _always_dies_on_trial_1(block_specs, trial_dir):
+  """Trial 1's worker process dies every time (as if killed)."""
+  if int(os.path.basename(trial_dir)) == 1:
+    os._exit(3)  # pylint: disable=protected-access
+  return search_fakes.closeness_trial(block_specs, trial_dir)
+
+
+def _ignores_sigterm(block_specs, trial_dir):
+  """A trial that shrugs off SIGTERM and never ends; says when it started."""
+  del block_specs
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+  open(os.path.join(trial_dir, 'started'), 'w').close()
+  time.sleep(600)
 
 
 def _records(search_dir):
@@ -95,6 +111,46 @@ class DriverTest(absltest.TestCase):
     self.assertEqual([b[i]['attempts'] for i in range(3)], [1, 2, 1])
     for i in range(3):
       self.assertEqual(a[i]['architecture'], b[i]['architecture'])
+
+  def test_a_trial_whose_worker_keeps_dying_fails_after_max_attempts(self):
+    search_dir = self.create_tempdir()
+    result = driver.run_search(
+        _always_dies_on_trial_1, search_dir, 3, 1,
+        driver.SearchOptions(algorithm='random', max_attempts=3),
+        poll_seconds=0.2)
+    records = _by_id(_records(search_dir))
+    self.assertEqual(sorted(records), [0, 1, 2])
+    failed = records[1]
+    self.assertEqual((failed['status'], failed['reward'], failed['attempts']),
+                     ('failed', 0.0, 3))
+    self.assertEqual(failed['error'], 'worker died 3 times')
+    self.assertEqual([records[i]['status'] for i in (0, 2)], ['ok', 'ok'])
+    self.assertEqual(result['best'], max((records[0], records[2]),
+                                         key=lambda r: r['reward']))
+    state, _ = trials_lib.TrialStore(search_dir).load_state()
+    self.assertEqual((state['pending'], sorted(state['told'])), ({}, [0, 1, 2]))
+
+  def test_stop_kills_a_worker_that_ignores_sigterm(self):
+    ctx = multiprocessing.get_context('spawn')
+    results = ctx.Queue()
+    trial_dir = os.path.join(self.create_tempdir(), 'trials', '00000')
+    worker = driver._Worker(ctx, 0, _ignores_sigterm, 1, results)  # pylint: disable=protected-access
+    worker.tasks.put((0, (), trial_dir))
+    deadline = time.monotonic() + 120
+    while (not os.path.exists(os.path.join(trial_dir, 'started'))
+           and time.monotonic() < deadline):
+      time.sleep(0.05)
+    self.assertTrue(worker.process.is_alive())
+    worker.stop(timeout=0.5)
+    self.assertFalse(worker.process.is_alive())
+    self.assertEqual(worker.process.exitcode, -signal.SIGKILL)
+
+  def test_stop_ends_an_idle_worker_cleanly(self):
+    ctx = multiprocessing.get_context('spawn')
+    results = ctx.Queue()  # referenced until the child has unpickled it
+    worker = driver._Worker(ctx, 0, search_fakes.closeness_trial, 1, results)  # pylint: disable=protected-access
+    worker.stop(timeout=60)
+    self.assertEqual(worker.process.exitcode, 0)
 
   def test_an_exception_fails_the_trial_once(self):
     search_dir = self.create_tempdir()
