@@ -3,12 +3,21 @@
 A block spec is `(level, block_fn, (parent_a, parent_b), is_output)`. Parents
 index a running list whose first `num_stem_blocks` entries (2) are the stem's
 blocks and whose entry `num_stem_blocks + k` is block `k`.
+
+`merge_plan` derives from a spec list what the builder builds: every block's
+level and width, and which unconsumed blocks each output block absorbs.
 """
 import dataclasses
-from typing import Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 NUM_STEM_BLOCKS = 2
 BLOCK_FNS = ('bottleneck', 'residual', 'mbconv')
+
+# Width C of a block at each level, before `filter_size_scale`.
+FILTERS = {1: 32, 2: 64, 3: 128, 4: 256, 5: 256, 6: 256, 7: 256}
+MOBILE_FILTERS = {0: 8, 1: 16, 2: 24, 3: 40, 4: 80, 5: 112, 6: 112, 7: 112}
+# Output width of a block in units of its C (a bottleneck outputs 4C).
+BLOCK_EXPANSION = {'residual': 1, 'bottleneck': 4, 'mbconv': 1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,3 +147,115 @@ def validate(specs: Sequence[BlockSpec], min_level: int, max_level: int,
         f'No output block for endpoint level(s) {missing}: min_level='
         f'{min_level}, max_level={max_level} need one output block per level; '
         f'output levels present: {sorted(outputs)}.')
+
+
+def is_mobile(specs: Sequence[BlockSpec]) -> bool:
+  """Whether `specs` describe Mobile SpineNet (all 'mbconv' blocks).
+
+  Raises:
+    ValueError: if 'mbconv' blocks are mixed with other block types.
+  """
+  fns = {s.block_fn for s in specs}
+  if 'mbconv' in fns and len(fns) > 1:
+    raise ValueError(f'block_specs mix mbconv with {sorted(fns - {"mbconv"})}; '
+                     'Mobile SpineNet uses mbconv blocks only.')
+  return 'mbconv' in fns
+
+
+def level_widths(mobile: bool) -> Dict[int, int]:
+  """Block width C per level, before `filter_size_scale`."""
+  return MOBILE_FILTERS if mobile else FILTERS
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedBlock:
+  """One entry of the running list of built blocks.
+
+  Attributes:
+    level: int. Feature level.
+    block_fn: str. Block type.
+    filters: int. Width C (`int(C_level * filter_size_scale)`).
+  """
+  level: int
+  block_fn: str
+  filters: int
+
+  @property
+  def out_filters(self) -> int:
+    """Width of the block's output: C, or 4C for a bottleneck."""
+    return self.filters * BLOCK_EXPANSION[self.block_fn]
+
+
+@dataclasses.dataclass(frozen=True)
+class MergePlan:
+  """What a spec list builds, as data.
+
+  Attributes:
+    blocks: `PlannedBlock` per entry of the running list: the stem's blocks
+      first, then one per spec (running index `num_stem_blocks + k` is
+      block spec `k`).
+    merged: `{spec index k: running indices}` for every output block: the
+      blocks that no later block consumes, at the output's level and with its
+      input width, that are added to its input. Each block is merged at most
+      once.
+    num_stem_blocks: int. Stem blocks at the front of `blocks`.
+  """
+  blocks: Tuple[PlannedBlock, ...]
+  merged: Dict[int, Tuple[int, ...]]
+  num_stem_blocks: int = NUM_STEM_BLOCKS
+
+  @property
+  def stem(self) -> Tuple[PlannedBlock, ...]:
+    return self.blocks[:self.num_stem_blocks]
+
+  def block(self, k: int) -> PlannedBlock:
+    """The planned block of spec `k`."""
+    return self.blocks[self.num_stem_blocks + k]
+
+
+def merge_plan(block_specs: Sequence, filter_size_scale: float = 1.0) -> MergePlan:
+  """Plans block widths and the merge of unconsumed blocks into outputs.
+
+  The stem yields two blocks: at level 2 (bottleneck, width C_2) or, for
+  Mobile SpineNet, at levels 1 and 2 (mbconv). Blocks are then taken in
+  order; when an output block is reached, every earlier block that has no
+  consumer yet, sits at the output's level and whose output width equals the
+  output block's input width (its `out_filters`) joins that output's input.
+
+  Widths at one level all scale alike (`int(C * filter_size_scale)`), so the
+  merge itself does not depend on `filter_size_scale`; the planned widths do.
+
+  Args:
+    block_specs: tuples or `BlockSpec`s (not validated here: see `validate`).
+    filter_size_scale: multiplies every block width C.
+
+  Returns:
+    A `MergePlan`.
+
+  Raises:
+    ValueError: for malformed specs or mbconv mixed with other block types.
+  """
+  specs = to_block_specs(block_specs)
+  mobile = is_mobile(specs)
+  widths = level_widths(mobile)
+  width = lambda level: int(widths[level] * filter_size_scale)  # noqa: E731
+  if mobile:
+    blocks = [PlannedBlock(level, 'mbconv', width(level)) for level in (1, 2)]
+  else:
+    blocks = [PlannedBlock(2, 'bottleneck', width(2))] * NUM_STEM_BLOCKS
+  consumed = [False] * len(blocks)
+  merged = {}
+  for k, spec in enumerate(specs):
+    block = PlannedBlock(spec.level, spec.block_fn, width(spec.level))
+    for p in spec.parents:
+      consumed[p] = True
+    if spec.is_output:
+      merged[k] = tuple(
+          j for j, other in enumerate(blocks)
+          if not consumed[j] and other.level == block.level
+          and other.out_filters == block.out_filters)
+      for j in merged[k]:
+        consumed[j] = True
+    blocks.append(block)
+    consumed.append(False)
+  return MergePlan(tuple(blocks), merged)

@@ -342,9 +342,6 @@ BLOCKS = {
     'mbconv': MBConvBlock,
 }
 
-# Output width of a block in units of its `filters`.
-BLOCK_EXPANSION = {'residual': 1, 'bottleneck': 4, 'mbconv': 1}
-
 
 def nearest_upsample(x, scale):
   """Nearest-neighbour upsampling by an integer factor with reshape + broadcast.

@@ -2,7 +2,6 @@
 from typing import Optional, Sequence
 
 from spinenet.modeling import block_specs as specs_lib
-from spinenet.modeling import spinenet as spinenet_lib
 
 _COLOURS = {'bottleneck': '#4c72b0', 'residual': '#dd8452', 'mbconv': '#55a868'}
 
@@ -24,12 +23,11 @@ def plot_block_graph(block_specs: Sequence, path: str, title: Optional[str] = No
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
   specs = specs_lib.to_block_specs(block_specs)
-  mobile = any(s.block_fn == 'mbconv' for s in specs)
-  stem = [(1, 'mbconv'), (2, 'mbconv')] if mobile else [(2, 'bottleneck')] * 2
-  nodes = [(i - len(stem), level, fn, False) for i, (level, fn) in enumerate(stem)]
+  plan = specs_lib.merge_plan(specs)
+  offset = plan.num_stem_blocks
+  nodes = [(i - offset, b.level, b.block_fn, False) for i, b in enumerate(plan.stem)]
   nodes += [(i, s.level, s.block_fn, s.is_output) for i, s in enumerate(specs)]
-  offset = len(stem)
-  merged = spinenet_lib.num_blocks_merged(specs)
+  merged = plan.merged
 
   fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(nodes) + 2), 5))
   xy = {k: (k, n[1]) for k, n in enumerate(nodes)}
@@ -41,7 +39,7 @@ def plot_block_graph(block_specs: Sequence, path: str, title: Optional[str] = No
   for i, s in enumerate(specs):
     for p in s.parents:
       arrow(p, i + offset, color='0.3')
-    for j in merged.get(i, []):
+    for j in merged.get(i, ()):
       arrow(j, i + offset, color='tab:red', linestyle='--')
   for k, (idx, level, fn, is_out) in enumerate(nodes):
     x, y = xy[k]

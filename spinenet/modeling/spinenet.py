@@ -12,6 +12,7 @@ Example:
   >>> feats['3'].shape
   TensorShape([1, 32, 32, 256])
 """
+import dataclasses
 import math
 import numbers
 from typing import Optional, Sequence
@@ -23,9 +24,7 @@ import tf_keras as keras
 from spinenet.modeling import block_specs as specs_lib
 from spinenet.modeling import layers as layers_lib
 
-# Width C of a block at each level (a bottleneck outputs 4C, the others C).
-FILTERS = {1: 32, 2: 64, 3: 128, 4: 256, 5: 256, 6: 256, 7: 256}
-MOBILE_FILTERS = {0: 8, 1: 16, 2: 24, 3: 40, 4: 80, 5: 112, 6: 112, 7: 112}
+# Width of the stem's first conv (not mobile); block widths: `block_specs`.
 STEM_FILTERS = 64
 
 
@@ -172,14 +171,37 @@ class ScalePermutedBlock(keras.layers.Layer):
   (earlier blocks merged into an output block), applies the activation and
   runs its block group.
 
+  Args:
+    resample_a, resample_b: `Resample` layers of the two parents (or their
+      serialized configs).
+    group: `BlockGroup` (or its serialized config).
+    options: `layers.BlockOptions` (or its dict); gives the activation.
+
   Call arguments:
     inputs: list `[parent_a, parent_b, *extras]` of `[B, H_i, W_i, C_i]`.
+
+  Returns:
+    The group's output `[B, H, W, C_out]` at the block's level.
   """
 
-  def __init__(self, resample_a, resample_b, group, options, **kwargs):
+  # The sublayer classes its config may name.
+  _SUBLAYERS = {'Resample': Resample, 'BlockGroup': BlockGroup}
+
+  def __init__(self, resample_a, resample_b, group, options=None, **kwargs):
     super().__init__(**kwargs)
-    self.resample_a, self.resample_b, self.group = resample_a, resample_b, group
-    self._act = options.act()
+    if isinstance(options, dict):
+      options = layers_lib.BlockOptions.from_dict(options)
+    self.resample_a = self._layer(resample_a)
+    self.resample_b = self._layer(resample_b)
+    self.group = self._layer(group)
+    self.options = options or layers_lib.BlockOptions()
+    self._act = self.options.act()
+
+  @classmethod
+  def _layer(cls, layer_or_config):
+    if isinstance(layer_or_config, dict):
+      return keras.layers.deserialize(layer_or_config, custom_objects=cls._SUBLAYERS)
+    return layer_or_config
 
   @tf.autograph.experimental.do_not_convert
   def call(self, inputs, training=None):
@@ -189,29 +211,108 @@ class ScalePermutedBlock(keras.layers.Layer):
       x = x + extra
     return self.group(self._act(x), training=training)
 
+  def get_config(self):
+    return dict(super().get_config(),
+                resample_a=keras.layers.serialize(self.resample_a),
+                resample_b=keras.layers.serialize(self.resample_b),
+                group=keras.layers.serialize(self.group),
+                options=self.options.to_dict())
 
-def _stem(inputs, mobile, scale, repeats, se_ratio, expand_ratio, o):
-  """Returns the two stem blocks as `[(tensor, level, width C, block_fn)]`."""
-  if mobile:
-    x = ConvNormAct(int(MOBILE_FILTERS[0] * scale), 3, 2, options=o,
-                    name='stem_conv')(inputs)
-    out = []
-    for i, stride in enumerate((1, 2)):
-      width = int(MOBILE_FILTERS[i + 1] * scale)
-      x = BlockGroup('mbconv', width, repeats, strides=stride, se_ratio=se_ratio,
-                     expand_ratio=expand_ratio, options=o,
-                     name=f'stem_block_{i}')(x)
-      out.append((x, i + 1, width, 'mbconv'))
-    return out
-  x = ConvNormAct(STEM_FILTERS, 7, 2, options=o, name='stem_conv')(inputs)
-  x = keras.layers.MaxPool2D(3, 2, padding='same', name='stem_pool')(x)
-  width = int(FILTERS[2] * scale)
+
+@dataclasses.dataclass(frozen=True)
+class _Recipe:
+  """Builder arguments every block of one network shares."""
+  mobile: bool
+  filter_size_scale: float
+  block_repeats: int
+  resample_alpha: float
+  se_ratio: Optional[float]
+  expand_ratio: int
+  init_stochastic_depth_rate: float
+  options: layers_lib.BlockOptions
+
+
+def _check_arguments(specs, min_level, max_level, input_shape):
+  """Validates specs and input shape; returns whether the network is mobile."""
+  mobile = specs_lib.is_mobile(specs)
+  widths = specs_lib.level_widths(mobile)
+  specs_lib.validate(specs, min_level, max_level,
+                     valid_levels=[l for l in widths if l >= 1])
+  if len(input_shape) != 3 or input_shape[2] != 3 or any(
+      d is not None and (not isinstance(d, numbers.Integral) or d < 1)
+      for d in input_shape[:2]):
+    raise ValueError(f'input_shape must be (height, width, 3) with positive or '
+                     f'None height and width; got {tuple(input_shape)}.')
+  return mobile
+
+
+def _upsample_crop_sizes(specs, input_shape):
+  """`{level: (height, width)}` to crop upsampled maps to, or `{}`.
+
+  With a static input that is not a multiple of `2**deepest level`, level
+  `l` is `ceil(size / 2**l)` pixels, and upsampling a deeper parent can
+  overshoot it by a pixel; the crop undoes that. Otherwise no crop.
+  """
+  height, width = input_shape[:2]
+  deepest = 2**max(s.level for s in specs)
+  if height is None or width is None or not (height % deepest or width % deepest):
+    return {}
+  return {s.level: (math.ceil(height / 2**s.level), math.ceil(width / 2**s.level))
+          for s in specs}
+
+
+def _stem(inputs, plan, recipe):
+  """The stem: a strided conv (+ max pool unless mobile) and two block groups.
+
+  Returns:
+    The two stem blocks' outputs, entries 0 and 1 of the running list.
+  """
+  o = recipe.options
+  if recipe.mobile:
+    width = int(specs_lib.MOBILE_FILTERS[0] * recipe.filter_size_scale)
+    x = ConvNormAct(width, 3, 2, options=o, name='stem_conv')(inputs)
+  else:
+    x = ConvNormAct(STEM_FILTERS, 7, 2, options=o, name='stem_conv')(inputs)
+    x = keras.layers.MaxPool2D(3, 2, padding='same', name='stem_pool')(x)
   out = []
-  for i in range(specs_lib.NUM_STEM_BLOCKS):
-    x = BlockGroup('bottleneck', width, repeats, use_projection=(i == 0),
-                   options=o, name=f'stem_block_{i}')(x)
-    out.append((x, 2, width, 'bottleneck'))
+  for i, block in enumerate(plan.stem):
+    if recipe.mobile:
+      group = BlockGroup('mbconv', block.filters, recipe.block_repeats,
+                         strides=(1, 2)[i], se_ratio=recipe.se_ratio,
+                         expand_ratio=recipe.expand_ratio, options=o,
+                         name=f'stem_block_{i}')
+    else:
+      group = BlockGroup('bottleneck', block.filters, recipe.block_repeats,
+                         use_projection=(i == 0), options=o, name=f'stem_block_{i}')
+    x = group(x)
+    out.append(x)
   return out
+
+
+def _scale_permuted_block(k, spec, plan, recipe, num_blocks, crop_sizes):
+  """The layer of block spec `k`: resamples of its parents and its group."""
+  block = plan.block(k)
+  resamples = []
+  for p in spec.parents:
+    parent = plan.blocks[p]
+    resamples.append(Resample(
+        int(parent.filters * recipe.resample_alpha), block.out_filters,
+        spec.level - parent.level, mobile=recipe.mobile, options=recipe.options,
+        target_size=crop_sizes.get(spec.level) if spec.level < parent.level else None,
+        name=f'resample_{p}'))
+  group = BlockGroup(
+      spec.block_fn, block.filters, recipe.block_repeats, se_ratio=recipe.se_ratio,
+      expand_ratio=recipe.expand_ratio,
+      stochastic_depth_rate=recipe.init_stochastic_depth_rate * (k + 1) / num_blocks,
+      options=recipe.options, name='group')
+  return ScalePermutedBlock(*resamples, group, recipe.options, name=f'block_{k}')
+
+
+def _endpoints(outputs, min_level, max_level, filters, options):
+  """1x1 conv + norm + activation on each output block: `{str(level): map}`."""
+  return {str(level): ConvNormAct(filters, 1, options=options,
+                                  name=f'endpoint_{level}')(outputs[level])
+          for level in range(min_level, max_level + 1)}
 
 
 def build_spinenet(block_specs: Sequence = specs_lib.SPINENET_49,
@@ -271,102 +372,26 @@ def build_spinenet(block_specs: Sequence = specs_lib.SPINENET_49,
     ValueError: naming the block, for an invalid spec list.
   """
   specs = specs_lib.to_block_specs(block_specs)
-  fns = {s.block_fn for s in specs}
-  mobile = 'mbconv' in fns
-  if mobile and len(fns) > 1:
-    raise ValueError(f'block_specs mix mbconv with {sorted(fns - {"mbconv"})}; '
-                     'Mobile SpineNet uses mbconv blocks only.')
-  widths = MOBILE_FILTERS if mobile else FILTERS
-  specs_lib.validate(specs, min_level, max_level,
-                     valid_levels=[l for l in widths if l >= 1])
-  if len(input_shape) != 3 or input_shape[2] != 3 or any(
-      d is not None and (not isinstance(d, numbers.Integral) or d < 1) for d in input_shape[:2]):
-    raise ValueError(f'input_shape must be (height, width, 3) with positive or '
-                     f'None height and width; got {tuple(input_shape)}.')
-  height, width_px = input_shape[:2]
-  deepest = 2**max(s.level for s in specs)
-  crop_up = (height is not None and width_px is not None and
-             bool(height % deepest or width_px % deepest))
-  o = layers_lib.BlockOptions(
+  mobile = _check_arguments(specs, min_level, max_level, input_shape)
+  plan = specs_lib.merge_plan(specs, filter_size_scale)
+  options = layers_lib.BlockOptions(
       activation=activation, use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
       norm_epsilon=norm_epsilon, kernel_initializer=kernel_initializer,
       kernel_regularizer=kernel_regularizer, winograd_min_size=winograd_min_size)
-  scale = filter_size_scale
+  recipe = _Recipe(mobile, filter_size_scale, block_repeats, resample_alpha,
+                   se_ratio, expand_ratio, init_stochastic_depth_rate, options)
+  crop_sizes = _upsample_crop_sizes(specs, input_shape)
 
   inputs = keras.Input(shape=tuple(input_shape), name='images')
-  # Running list of built blocks: (tensor, level, width C, block_fn).
-  net = _stem(inputs, mobile, scale, block_repeats, se_ratio, expand_ratio, o)
-  outgoing = [0] * len(net)
+  net = _stem(inputs, plan, recipe)  # the running list of block outputs
   outputs = {}
-  for i, spec in enumerate(specs):
-    width = int(widths[spec.level] * scale)
-    in_width = width * layers_lib.BLOCK_EXPANSION[spec.block_fn]
-    resamples = []
-    for p in spec.parents:
-      _, p_level, p_width, _ = net[p]
-      target = None
-      if crop_up and spec.level < p_level:
-        target = (math.ceil(height / 2**spec.level),
-                  math.ceil(width_px / 2**spec.level))
-      resamples.append(Resample(
-          int(p_width * resample_alpha), in_width, spec.level - p_level,
-          mobile=mobile, options=o, target_size=target, name=f'resample_{p}'))
-      outgoing[p] += 1
-    extras = []
+  for k, spec in enumerate(specs):
+    merged = plan.merged.get(k, ())
+    if merged:
+      logging.debug('block_specs[%d]: merging unconsumed blocks %s', k, merged)
+    layer = _scale_permuted_block(k, spec, plan, recipe, len(specs), crop_sizes)
+    net.append(layer([net[p] for p in spec.parents] + [net[j] for j in merged]))
     if spec.is_output:
-      # Blocks nobody consumed, already at this level and width, join the output.
-      for j, (t, level, w, fn) in enumerate(net):
-        if (outgoing[j] == 0 and level == spec.level
-            and w * layers_lib.BLOCK_EXPANSION[fn] == in_width):
-          extras.append(t)
-          outgoing[j] += 1
-          logging.debug('block_specs[%d]: merging unconsumed block %d', i, j)
-    group = BlockGroup(
-        spec.block_fn, width, block_repeats, se_ratio=se_ratio,
-        expand_ratio=expand_ratio,
-        stochastic_depth_rate=init_stochastic_depth_rate * (i + 1) / len(specs),
-        options=o, name='group')
-    block = ScalePermutedBlock(resamples[0], resamples[1], group, o,
-                               name=f'block_{i}')
-    x = block([net[spec.parents[0]][0], net[spec.parents[1]][0], *extras])
-    net.append((x, spec.level, width, spec.block_fn))
-    outgoing.append(0)
-    if spec.is_output:
-      outputs[spec.level] = x
-
-  endpoints = {}
-  for level in range(min_level, max_level + 1):
-    endpoints[str(level)] = ConvNormAct(
-        endpoints_num_filters, 1, options=o, name=f'endpoint_{level}')(outputs[level])
+      outputs[spec.level] = net[-1]
+  endpoints = _endpoints(outputs, min_level, max_level, endpoints_num_filters, options)
   return keras.Model(inputs=inputs, outputs=endpoints, name=name)
-
-
-def num_blocks_merged(block_specs: Sequence) -> dict:
-  """Which unconsumed blocks each output block absorbs, by level and width only.
-
-  Returns `{output block index: [running-list indices merged]}` for a
-  non-mobile spec at scale 1 (the rule `build_spinenet` applies).
-  """
-  specs = specs_lib.to_block_specs(block_specs)
-  mobile = any(s.block_fn == 'mbconv' for s in specs)
-  widths = MOBILE_FILTERS if mobile else FILTERS
-  if mobile:
-    net = [(1, widths[1], 'mbconv'), (2, widths[2], 'mbconv')]
-  else:
-    net = [(2, widths[2], 'bottleneck')] * specs_lib.NUM_STEM_BLOCKS
-  outgoing = [0] * len(net)
-  merged = {}
-  for i, s in enumerate(specs):
-    in_width = widths[s.level] * layers_lib.BLOCK_EXPANSION[s.block_fn]
-    for p in s.parents:
-      outgoing[p] += 1
-    if s.is_output:
-      merged[i] = []
-      for j, (level, w, fn) in enumerate(net):
-        if (outgoing[j] == 0 and level == s.level
-            and w * layers_lib.BLOCK_EXPANSION[fn] == in_width):
-          merged[i].append(j)
-          outgoing[j] += 1
-    net.append((s.level, widths[s.level], s.block_fn))
-    outgoing.append(0)
-  return merged

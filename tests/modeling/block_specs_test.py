@@ -63,6 +63,10 @@ def test_builder_validates_before_building():
     sn.build_spinenet(((3, 'mbconv', (0, 1), True),) + TINY[1:], max_level=5)
 
 
+def _merged(specs, filter_size_scale=1.0):
+  return {k: list(v) for k, v in bs.merge_plan(specs, filter_size_scale).merged.items()}
+
+
 def test_merge_rule_absorbs_only_unconsumed_same_level_same_width_blocks():
   # Block 0 (L3 bottleneck, index 2) is consumed by block 1; block 1 (L4
   # residual, index 3) is never consumed: it is merged into the L4 output only
@@ -74,14 +78,49 @@ def test_merge_rule_absorbs_only_unconsumed_same_level_same_width_blocks():
       (4, 'residual', (2, 4), True),      # index 5: P4, same width as index 3
       (5, 'bottleneck', (4, 5), True),    # index 6: P5
   )
-  assert sn.num_blocks_merged(specs) == {2: [], 3: [3], 4: []}
+  assert _merged(specs) == {2: [], 3: [3], 4: []}
   # The same block is not merged into a bottleneck output (4C != C).
   specs_b = specs[:3] + ((4, 'bottleneck', (2, 4), True),) + specs[4:]
-  assert sn.num_blocks_merged(specs_b) == {2: [], 3: [], 4: []}
+  assert _merged(specs_b) == {2: [], 3: [], 4: []}
+
+
+def test_a_block_is_merged_once_and_only_into_a_later_output():
+  specs = (
+      (4, 'residual', (0, 1), False),     # index 2, never a parent
+      (3, 'bottleneck', (0, 1), True),    # index 3: P3
+      (4, 'residual', (1, 3), True),      # index 4: P4 absorbs index 2
+      (5, 'residual', (3, 4), True),      # index 5: P5
+  )
+  assert _merged(specs) == {1: [], 2: [2], 3: []}
+  # Index 2 is already merged into P4 when P4' below is reached: not twice.
+  specs_twice = specs[:3] + ((4, 'residual', (3, 4), True),)
+  assert _merged(specs_twice) == {1: [], 2: [2], 3: []}
 
 
 def test_spinenet49_merges_block_9_into_p5():
   # The paper's SpineNet-49: block 9 (running index 11) has no consumer and
   # joins the P5 output (block 12); nothing else is merged.
-  merged = sn.num_blocks_merged(bs.SPINENET_49)
-  assert {k: v for k, v in merged.items() if v} == {12: [11]}
+  plan = bs.merge_plan(bs.SPINENET_49)
+  assert {k: v for k, v in plan.merged.items() if v} == {12: (11,)}
+  assert plan.block(9).level == plan.block(12).level == 5
+
+
+@pytest.mark.parametrize('specs', [bs.SPINENET_49, bs.MOBILE_SPINENET_49])
+def test_filter_size_scale_changes_widths_but_not_the_merge(specs):
+  # Every block at one level is scaled alike, so which blocks merge is the
+  # same at any scale; the planned widths are `int(C * scale)`.
+  full, scaled = bs.merge_plan(specs), bs.merge_plan(specs, 0.65)
+  assert scaled.merged == full.merged
+  assert [b.filters for b in scaled.blocks] == [int(b.filters * 0.65) for b in full.blocks]
+  assert [b.level for b in scaled.blocks] == [b.level for b in full.blocks]
+
+
+def test_plan_widths_and_stem():
+  plan = bs.merge_plan(bs.SPINENET_49, 1.3)
+  assert [(b.level, b.block_fn, b.filters) for b in plan.stem] == [(2, 'bottleneck', 83)] * 2
+  assert plan.block(0).out_filters == 4 * 83
+  assert plan.block(1).out_filters == int(256 * 1.3)  # residual: C
+  mobile = bs.merge_plan(bs.MOBILE_SPINENET_49)
+  assert [(b.level, b.filters) for b in mobile.stem] == [(1, 16), (2, 24)]
+  with pytest.raises(ValueError, match='mix mbconv'):
+    bs.merge_plan(((3, 'mbconv', (0, 1), True), (4, 'residual', (0, 2), True)))
