@@ -1,0 +1,162 @@
+"""Export modules around stand-in networks: input handling, mapping back, names, errors.
+
+The networks and post-processing here are small TF functions with known
+outputs, so every value the signatures return is computed by hand; no model
+is built.
+"""
+import io
+import os
+import shutil
+import tempfile
+import types
+
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+
+from spinenet.serving import export_module
+from spinenet.serving import signatures as sig
+
+_MEAN = np.array([0.485, 0.456, 0.406]) * 255
+_STD = np.array([0.229, 0.224, 0.225]) * 255
+
+
+def _png_of(pixels):
+  buf = io.BytesIO()
+  Image.fromarray(pixels).save(buf, format='PNG')
+  return buf.getvalue()
+
+
+def _png(height, width):
+  return _png_of(np.full((height, width, 3), 100, np.uint8))
+
+
+def _fake_postprocess(raw, valid_size):
+  """Three detections per image in model-input pixels; two are real.
+
+  The first score is `valid_height / 100`, so the test sees which valid size
+  reached the post-processing.
+  """
+  batch = tf.shape(raw)[0]
+  tile = lambda t: tf.tile(tf.constant(t)[tf.newaxis], [batch] + [1] * len(t.shape))  # noqa: E731
+  boxes = tile(np.array([[4, 8, 16, 32], [0, 0, 40, 40], [0, 0, 0, 0]], np.float32))
+  scores = tf.stack([valid_size[:, 0] / 100, tf.fill([batch], 0.5), tf.zeros([batch])], 1)
+  return {'detection_boxes': boxes, 'detection_scores': scores,
+          'detection_classes': tile(np.array([1, 2, 0], np.int32)),
+          'num_detections': tf.fill([batch], 2)}
+
+
+def _detector(**kwargs):
+  return export_module.DetectionExportModule(
+      lambda x: x, _fake_postprocess, (32, 32), [0, 7, 90], {7: 'seven'}, **kwargs)
+
+
+def _logits(x):
+  """`[B, 4]`: the mean of each normalized channel, and 0."""
+  means = tf.reduce_mean(x, [1, 2])
+  return tf.concat([means, tf.zeros_like(means[:, :1])], 1)
+
+
+class DetectionExportModuleTest(tf.test.TestCase):
+
+  def _check_one(self, out, index, image_size, scale, valid_height):
+    h, w = image_size
+    boxes = np.array([[4, 8, 16, 32], [0, 0, 40, 40], [0, 0, 0, 0]]) / scale
+    boxes = np.minimum(boxes, [h, w, h, w])  # clipped to the caller's image
+    self.assertAllClose(out[sig.DETECTION_BOXES][index], boxes)
+    self.assertAllClose(out[sig.DETECTION_SCORES][index], [valid_height / 100, 0.5, 0])
+    self.assertAllEqual(out[sig.DETECTION_CLASSES][index], [7, 90, 0])
+    self.assertAllEqual(out[sig.DETECTION_CLASS_NAMES][index], [b'seven', b'90', b''])
+    self.assertEqual(int(out[sig.NUM_DETECTIONS][index]), 2)
+
+  def test_image_tensor_boxes_in_the_callers_pixels(self):
+    fns = _detector().signatures()
+    self.assertCountEqual(fns, sig.SIGNATURES)
+    out = fns[sig.IMAGE_TENSOR](tf.zeros([2, 16, 8, 3], tf.uint8))
+    self.assertEqual(out[sig.NUM_DETECTIONS].dtype, tf.int32)
+    self.assertEqual(out[sig.DETECTION_CLASSES].dtype, tf.int32)
+    # 16 x 8 fits 32 x 32 at scale 2: valid 32 x 16.
+    for i in range(2):
+      self._check_one(out, i, (16, 8), 2.0, 32)
+
+  def test_bytes_are_prepared_one_by_one(self):
+    out = _detector().signatures()[sig.IMAGE_BYTES](
+        tf.constant([_png(16, 8), _png(64, 32)]))
+    self._check_one(out, 0, (16, 8), 2.0, 32)
+    self._check_one(out, 1, (64, 32), 0.5, 32)
+
+  def test_tf_examples_read_image_encoded(self):
+    example = tf.train.Example()
+    example.features.feature['image/encoded'].bytes_list.value.append(_png(8, 16))
+    out = _detector().signatures()[sig.TF_EXAMPLE](
+        tf.constant([example.SerializeToString()]))
+    self._check_one(out, 0, (8, 16), 2.0, 16)
+
+  def test_refusals_name_the_input(self):
+    fns = _detector(max_image_pixels=100).signatures()
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                r'image_bytes\[1\]: the image is 16 x 8 pixels; at most 100'):
+      fns[sig.IMAGE_BYTES](tf.constant([_png(8, 8), _png(16, 8)]))
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                'images: the image is 16 x 8 pixels'):
+      fns[sig.IMAGE_TENSOR](tf.zeros([1, 16, 8, 3], tf.uint8))
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                r'tf_examples image/encoded\[0\]: the image is empty'):
+      fns[sig.TF_EXAMPLE](tf.constant([tf.train.Example().SerializeToString()]))
+
+  def test_saved_signatures_keep_their_input_names(self):
+    module = _detector()
+    path = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, path)
+    tf.saved_model.save(module, path, signatures=module.signatures())
+    loaded = tf.saved_model.load(path)
+    out = loaded.signatures[sig.IMAGE_BYTES](image_bytes=tf.constant([_png(16, 8)]))
+    self.assertCountEqual(out, sig.DETECTION_OUTPUTS)
+    self._check_one(out, 0, (16, 8), 2.0, 32)
+    self.assertTrue(os.path.exists(os.path.join(path, 'saved_model.pb')))
+
+
+class ClassificationExportModuleTest(tf.test.TestCase):
+
+  def test_logits_probabilities_and_top_k(self):
+    module = export_module.ClassificationExportModule(
+        _logits, (8, 8), [3, 5, 8, 9], {3: 'a', 5: 'b'}, top_k=10)
+    self.assertEqual(module.top_k, 4)  # capped at the number of classes
+    colour = np.array([200, 10, 120])
+    image = np.broadcast_to(colour, (12, 20, 3)).astype(np.uint8)
+    out = module.signatures()[sig.IMAGE_TENSOR](tf.constant(image[np.newaxis]))
+    logits = np.append((colour - _MEAN) / _STD, 0.0)
+    probabilities = np.exp(logits) / np.exp(logits).sum()
+    order = np.argsort(-probabilities)
+    self.assertCountEqual(out, sig.CLASSIFICATION_OUTPUTS)
+    self.assertAllClose(out[sig.LOGITS][0], logits, atol=1e-4)
+    self.assertAllClose(out[sig.PROBABILITIES][0], probabilities, atol=1e-5)
+    self.assertAllEqual(out[sig.TOP_K_CLASSES][0], np.array([3, 5, 8, 9])[order])
+    self.assertAllClose(out[sig.TOP_K_SCORES][0], probabilities[order], atol=1e-5)
+    # No background: class index 0 keeps its name.
+    self.assertAllEqual(out[sig.TOP_K_CLASS_NAMES][0],
+                        np.array([b'a', b'b', b'8', b'9'])[order])
+
+  def test_the_center_crop_is_what_the_network_sees(self):
+    module = export_module.ClassificationExportModule(
+        _logits, (4, 4), [1, 2, 3, 4], {}, top_k=2, center_crop_fraction=0.5)
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[2:6, 2:6] = 255  # exactly the central half: the border is cut off
+    out = module.signatures()[sig.IMAGE_BYTES](tf.constant([_png_of(image)]))
+    self.assertAllClose(out[sig.LOGITS][0][:3], (255 - _MEAN) / _STD, atol=1e-4)
+    self.assertEqual(out[sig.TOP_K_CLASSES].shape, (1, 2))
+
+
+class NetworkInputSizeTest(tf.test.TestCase):
+
+  def test_static_or_none(self):
+    fixed = types.SimpleNamespace(backbone=types.SimpleNamespace(
+        input_shape=(None, 64, 96, 3)))
+    self.assertEqual(export_module.network_input_size(fixed), (64, 96))
+    free = types.SimpleNamespace(backbone=types.SimpleNamespace(
+        input_shape=(None, None, None, 3)))
+    self.assertIsNone(export_module.network_input_size(free))
+
+
+if __name__ == '__main__':
+  tf.test.main()
