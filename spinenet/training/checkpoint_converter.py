@@ -241,40 +241,54 @@ def retinanet_head_vars(head):
 # ============================== Matching ==============================
 
 
-def _pair(graph, node, variables, label, problems, mapping, used):
-  """Matches `{MG path: our variable}` under MG `node`, recording problems."""
+@dataclasses.dataclass
+class _Match:
+  """What pairing found so far.
+
+  Attributes:
+    mapping: `(our variable, MG variable node)` pairs that agree in shape.
+    used: MG variable nodes paired (in shape or not).
+    problems: one line per problem, in the order found.
+  """
+  mapping: List[Tuple[tf.Variable, int]] = dataclasses.field(default_factory=list)
+  used: set = dataclasses.field(default_factory=set)
+  problems: List[str] = dataclasses.field(default_factory=list)
+
+
+def _pair(graph, node, variables, label, match):
+  """Matches `{MG path: our variable}` under MG `node` into `match`."""
   for path, var in variables.items():
     ours = var.name.split(':')[0]
     src = graph.walk(node, path)
     if src is None or src not in graph.variable:
-      problems.append(f'missing in checkpoint: {ours} {tuple(var.shape)} '
-                      f'(expected at {label}/{"/".join(path)})')
+      match.problems.append(f'missing in checkpoint: {ours} {tuple(var.shape)} '
+                            f'(expected at {label}/{"/".join(path)})')
     elif graph.shape(src) != tuple(var.shape):
-      problems.append(f'shape mismatch: {ours} {tuple(var.shape)} vs '
-                      f'{graph.key(src)} {graph.shape(src)}')
-      used.add(src)
+      match.problems.append(f'shape mismatch: {ours} {tuple(var.shape)} vs '
+                            f'{graph.key(src)} {graph.shape(src)}')
+      match.used.add(src)
     else:
-      mapping.append((var, src))
-      used.add(src)
+      match.mapping.append((var, src))
+      match.used.add(src)
 
 
-def _pair_units(graph, mg_units, our_units, problems, mapping, used):
-  """Pairs layers kind by kind, in creation order."""
+def _pair_units(graph, mg_units, our_units, match):
+  """Pairs layers kind by kind, in creation order, into `match`."""
   ours_by_kind = collections.defaultdict(list)
   for kind, label, variables in our_units:
     ours_by_kind[kind].append((label, variables))
   for kind in sorted(set(ours_by_kind) | set(mg_units)):
     theirs, ours = mg_units.get(kind, []), ours_by_kind.get(kind, [])
     if len(theirs) != len(ours):
-      problems.append(f'{kind} layers: {len(theirs)} in the checkpoint, '
-                      f'{len(ours)} in our model')
+      match.problems.append(f'{kind} layers: {len(theirs)} in the checkpoint, '
+                            f'{len(ours)} in our model')
     for node, (label, variables) in zip(theirs, ours):
-      _pair(graph, node, variables, f'<{kind} layer paired with {label}>',
-            problems, mapping, used)
+      _pair(graph, node, variables, f'<{kind} layer paired with {label}>', match)
     for label, variables in ours[len(theirs):]:
       for var in variables.values():
-        problems.append(f'missing in checkpoint: {var.name.split(":")[0]} '
-                        f'{tuple(var.shape)} (no {kind} layer left for {label})')
+        match.problems.append(
+            f'missing in checkpoint: {var.name.split(":")[0]} '
+            f'{tuple(var.shape)} (no {kind} layer left for {label})')
 
 
 def _find(graph, node, *names):
@@ -347,10 +361,172 @@ def _ignored_summary(graph, model_keys):
   return dict(counts)
 
 
+# ============================ Steps of `convert` ============================
+
+
+def _check_request(task, model_id):
+  """The resolved model id, if `task` and `model_id` can be converted."""
+  if task not in TASKS:
+    raise ConversionError(f'--task={task!r} is not supported; expected one of {TASKS}.')
+  model_id = registry.resolve(model_id)
+  if registry.get_spec(model_id).family == 'resnet_fpn':
+    raise ConversionError(f'--model={model_id}: only SpineNet ids convert from '
+                          f'Model Garden checkpoints; expected one of {registry.SPINENET_IDS}.')
+  return model_id
+
+
+def _checkpoint_prefix(path):
+  """The checkpoint to read: `path`, the latest in a directory, or a SavedModel's."""
+  if tf.io.gfile.isdir(path):
+    if tf.io.gfile.exists(os.path.join(path, 'saved_model.pb')):
+      return os.path.join(path, 'variables', 'variables')
+    return tf.train.latest_checkpoint(path) or path
+  return path
+
+
+def _check_output_dir(output_dir):
+  if tf.io.gfile.isdir(output_dir) and tf.train.latest_checkpoint(output_dir):
+    raise ConversionError(f'--output_dir={output_dir} already holds a checkpoint; '
+                          'choose a new or empty directory.')
+
+
+def _locate_or_raise(graph, task, path):
+  """`_locate`, refusing a checkpoint without a Model Garden backbone."""
+  model_node, backbone_node = _locate(graph, task)
+  if backbone_node is None:
+    raise ConversionError(
+        f'--model_garden_checkpoint={path}: no Model Garden model found (the object '
+        f'graph root has children {sorted(graph.children(0))}); expected a `model` '
+        'with a `_backbone` (or, for --task=backbone, a root `backbone`).')
+  return model_node, backbone_node
+
+
+def _build_args(graph, task, model_node, model_id, num_classes):
+  """Builder arguments from the checkpoint's head, `num_classes` taking precedence."""
+  build_args = _infer_head(graph, task, model_node, model_id) if task != 'backbone' else {}
+  if num_classes is not None:
+    if build_args.get('num_classes', num_classes) != num_classes:
+      logging.warning('--num_classes=%d but the checkpoint has %d classes.',
+                      num_classes, build_args['num_classes'])
+    build_args['num_classes'] = num_classes
+  return build_args
+
+
+def _our_variables(task, model):
+  """Our model's variables as MG lays them out.
+
+  Returns:
+    `(backbone units, head units, head variables)`: units as `backbone_units`
+    gives them (classification head: its one dense layer); head variables
+    `{MG path under the head: variable}` (RetinaNet).
+  """
+  backbone = model if task == 'backbone' else model.backbone
+  head_units = ([('dense', 'classification_head/logits', _layer_vars(model.head.linear))]
+                if task == 'classification' else [])
+  head_vars = retinanet_head_vars(model.head) if task == 'retinanet' else {}
+  return backbone_units(backbone), head_units, head_vars
+
+
+def _unmapped_weights(model, units, head_vars):
+  """A problem line for each weight of `model` that no unit or head path lists."""
+  listed = {id(v) for _, _, vs in units for v in vs.values()}
+  listed |= {id(v) for v in head_vars.values()}
+  return [f'no Model Garden counterpart known for {w.name.split(":")[0]} '
+          f'{tuple(w.shape)} (a layer this converter does not map)'
+          for w in model.weights if id(w) not in listed]
+
+
+def _match(graph, task, model, model_node, backbone_node, scope):
+  """Pairs our variables with the checkpoint's; `scope`: the MG variables to use.
+
+  Returns:
+    `_Match`, its problems in this order: layers that cannot be ordered,
+    our weights without a known counterpart, backbone and head pairing,
+    checkpoint variables in `scope` left unpaired.
+  """
+  match = _Match()
+  mg_backbone, order_problems = _mg_units(graph, backbone_node)
+  match.problems += order_problems
+  ours, head_units, head_vars = _our_variables(task, model)
+  match.problems += _unmapped_weights(model, ours + head_units, head_vars)
+  _pair_units(graph, mg_backbone, ours, match)
+  if task == 'classification':
+    mg_head, order_problems = _mg_units(graph, model_node, exclude={backbone_node})
+    match.problems += order_problems
+    _pair_units(graph, mg_head, head_units, match)
+  elif task == 'retinanet':
+    _pair(graph, _find(graph, model_node, '_head', 'head'), head_vars, '<model>/_head',
+          match)
+  for node in sorted(set(scope) - match.used, key=graph.key):
+    match.problems.append(
+        f'unmatched checkpoint variable: {graph.key(node)} {graph.shape(node)}')
+  return match
+
+
+def _raise_on_problems(match, path, task, model_id):
+  """Raises `ConversionError` listing every problem of `match`, if any."""
+  if match.problems:
+    raise ConversionError(
+        f'Cannot convert {path} to {task} {model_id!r}: {len(match.problems)} problem(s) '
+        f'({len(match.mapping)} variables matched). Check --model and --task.\n  '
+        + '\n  '.join(match.problems))
+
+
+def _ignored_tensors(graph, task, model_node, scope):
+  """Counts (and logs) the checkpoint's tensors that are not converted.
+
+  Model variables outside `scope` (the head, for the backbone task) are
+  logged apart and not counted.
+  """
+  model_keys = {graph.key(n) for n in scope}
+  if task == 'backbone' and model_node is not None:
+    outside = set(graph.variables_under(model_node)) - set(scope)
+    if outside:
+      logging.info('--task=backbone: ignoring %d model variables outside the '
+                   'backbone (head).', len(outside))
+    model_keys |= {graph.key(n) for n in outside}
+  ignored = _ignored_summary(graph, model_keys)
+  logging.info('Ignoring %d non-model tensors: %s', sum(ignored.values()), ignored)
+  if any('average' in k.lower() for k in graph.shapes if k not in model_keys):
+    logging.warning('The checkpoint also holds moving-average (EMA) weights; '
+                    'the raw model weights were converted.')
+  return ignored
+
+
+def _assign(graph, mapping):
+  """Copies each paired checkpoint tensor into our variable, logging progress."""
+  start, total = time.time(), len(mapping)
+  for i, (var, node) in enumerate(mapping):
+    var.assign(tf.cast(graph.reader.get_tensor(graph.key(node)), var.dtype))
+    if (i + 1) % 500 == 0 or i + 1 == total:
+      rate = (i + 1) / max(time.time() - start, 1e-6)
+      logging.info('assigned %d/%d variables (%.0f/s, ETA %.0fs)', i + 1, total,
+                   rate, (total - i - 1) / rate)
+
+
+def _save(model, task, output_dir):
+  """Writes `output_dir/ckpt-0` (see `convert`); returns its prefix."""
+  tf.io.gfile.makedirs(output_dir)
+  saved = model if task != 'backbone' else tf.train.Checkpoint(backbone=model)
+  checkpoint = tf.train.Checkpoint(model=saved)
+  return tf.train.CheckpointManager(checkpoint, output_dir, max_to_keep=1).save(
+      checkpoint_number=0)
+
+
+def _write_record(output_dir, record):
+  with tf.io.gfile.GFile(os.path.join(output_dir, 'conversion.json'), 'w') as f:
+    json.dump(record, f, indent=1)
+
+
 def convert(model_garden_checkpoint: str, model_id: str, task: str,
             output_dir: str, num_classes: Optional[int] = None,
             model: Optional[keras.Model] = None) -> ConversionResult:
   """Converts a Model Garden checkpoint into a checkpoint of our model.
+
+  Steps: check the request and read the checkpoint's object graph; find the
+  MG model and backbone in it; build our model with the head the checkpoint
+  implies; pair variables by structure (`_match`) and refuse with every
+  problem listed; assign; save the checkpoint and `conversion.json`.
 
   Args:
     model_garden_checkpoint: checkpoint prefix, or a directory holding
@@ -372,99 +548,26 @@ def convert(model_garden_checkpoint: str, model_id: str, task: str,
   Raises:
     ConversionError: listing every unmatched variable and shape mismatch.
   """
-  if task not in TASKS:
-    raise ConversionError(f'--task={task!r} is not supported; expected one of {TASKS}.')
-  model_id = registry.resolve(model_id)
-  if registry.get_spec(model_id).family == 'resnet_fpn':
-    raise ConversionError(f'--model={model_id}: only SpineNet ids convert from '
-                          f'Model Garden checkpoints; expected one of {registry.SPINENET_IDS}.')
-  path = model_garden_checkpoint
-  if tf.io.gfile.isdir(path):
-    if tf.io.gfile.exists(os.path.join(path, 'saved_model.pb')):
-      path = os.path.join(path, 'variables', 'variables')
-    else:
-      path = tf.train.latest_checkpoint(path) or path
-  if tf.io.gfile.isdir(output_dir) and tf.train.latest_checkpoint(output_dir):
-    raise ConversionError(f'--output_dir={output_dir} already holds a checkpoint; '
-                          'choose a new or empty directory.')
+  model_id = _check_request(task, model_id)
+  path = _checkpoint_prefix(model_garden_checkpoint)
+  _check_output_dir(output_dir)
   graph = _Graph(path)
+  model_node, backbone_node = _locate_or_raise(graph, task, path)
 
-  model_node, backbone_node = _locate(graph, task)
-  if backbone_node is None:
-    raise ConversionError(
-        f'--model_garden_checkpoint={path}: no Model Garden model found (the object '
-        f'graph root has children {sorted(graph.children(0))}); expected a `model` '
-        'with a `_backbone` (or, for --task=backbone, a root `backbone`).')
-  scope_node = backbone_node if task == 'backbone' else model_node
-
-  build_args = _infer_head(graph, task, model_node, model_id) if task != 'backbone' else {}
-  if num_classes is not None:
-    if build_args.get('num_classes', num_classes) != num_classes:
-      logging.warning('--num_classes=%d but the checkpoint has %d classes.',
-                      num_classes, build_args['num_classes'])
-    build_args['num_classes'] = num_classes
+  build_args = _build_args(graph, task, model_node, model_id, num_classes)
   if model is None:
     model = _build(task, model_id, build_args)
-  backbone = model if task == 'backbone' else model.backbone
 
-  problems, mapping, used = [], [], set()
-  mg_backbone, order_problems = _mg_units(graph, backbone_node)
-  problems += order_problems
-  ours = backbone_units(backbone)
-  head_units = ([('dense', 'classification_head/logits', _layer_vars(model.head.linear))]
-                if task == 'classification' else [])
-  head_vars = retinanet_head_vars(model.head) if task == 'retinanet' else {}
-  listed = {id(v) for _, _, vs in ours + head_units for v in vs.values()}
-  listed |= {id(v) for v in head_vars.values()}
-  for w in model.weights:
-    if id(w) not in listed:
-      problems.append(f'no Model Garden counterpart known for {w.name.split(":")[0]} '
-                      f'{tuple(w.shape)} (a layer this converter does not map)')
-  _pair_units(graph, mg_backbone, ours, problems, mapping, used)
-  if task == 'classification':
-    mg_head, order_problems = _mg_units(graph, model_node, exclude={backbone_node})
-    problems += order_problems
-    _pair_units(graph, mg_head, head_units, problems, mapping, used)
-  elif task == 'retinanet':
-    _pair(graph, _find(graph, model_node, '_head', 'head'), head_vars, '<model>/_head',
-          problems, mapping, used)
-  scope = graph.variables_under(scope_node)
-  for node in sorted(set(scope) - used, key=graph.key):
-    problems.append(f'unmatched checkpoint variable: {graph.key(node)} {graph.shape(node)}')
-  if problems:
-    raise ConversionError(
-        f'Cannot convert {path} to {task} {model_id!r}: {len(problems)} problem(s) '
-        f'({len(mapping)} variables matched). Check --model and --task.\n  '
-        + '\n  '.join(problems))
+  scope = graph.variables_under(backbone_node if task == 'backbone' else model_node)
+  match = _match(graph, task, model, model_node, backbone_node, scope)
+  _raise_on_problems(match, path, task, model_id)
+  ignored = _ignored_tensors(graph, task, model_node, scope)
 
-  model_keys = {graph.key(n) for n in scope}
-  if task == 'backbone' and model_node is not None:
-    outside = set(graph.variables_under(model_node)) - set(scope)
-    if outside:
-      logging.info('--task=backbone: ignoring %d model variables outside the '
-                   'backbone (head).', len(outside))
-    model_keys |= {graph.key(n) for n in outside}
-  ignored = _ignored_summary(graph, model_keys)
-  logging.info('Ignoring %d non-model tensors: %s', sum(ignored.values()), ignored)
-  if any('average' in k.lower() for k in graph.shapes if k not in model_keys):
-    logging.warning('The checkpoint also holds moving-average (EMA) weights; '
-                    'the raw model weights were converted.')
-
-  start, total = time.time(), len(mapping)
-  for i, (var, node) in enumerate(mapping):
-    var.assign(tf.cast(graph.reader.get_tensor(graph.key(node)), var.dtype))
-    if (i + 1) % 500 == 0 or i + 1 == total:
-      rate = (i + 1) / max(time.time() - start, 1e-6)
-      logging.info('assigned %d/%d variables (%.0f/s, ETA %.0fs)', i + 1, total,
-                   rate, (total - i - 1) / rate)
-  tf.io.gfile.makedirs(output_dir)
-  saved = model if task != 'backbone' else tf.train.Checkpoint(backbone=model)
-  checkpoint = tf.train.Checkpoint(model=saved)
-  prefix = tf.train.CheckpointManager(checkpoint, output_dir, max_to_keep=1).save(
-      checkpoint_number=0)
-  pairs = [(v.name.split(':')[0], graph.key(n)) for v, n in mapping]
-  with tf.io.gfile.GFile(os.path.join(output_dir, 'conversion.json'), 'w') as f:
-    json.dump(dict(source=path, model_id=model_id, task=task, build_args=build_args,
-                   checkpoint=prefix, ignored=ignored, mapping=pairs), f, indent=1)
-  logging.info('Wrote %s (%d variables from %s).', prefix, total, path)
+  _assign(graph, match.mapping)
+  prefix = _save(model, task, output_dir)
+  pairs = [(v.name.split(':')[0], graph.key(n)) for v, n in match.mapping]
+  _write_record(output_dir, dict(source=path, model_id=model_id, task=task,
+                                 build_args=build_args, checkpoint=prefix,
+                                 ignored=ignored, mapping=pairs))
+  logging.info('Wrote %s (%d variables from %s).', prefix, len(match.mapping), path)
   return ConversionResult(prefix, model, pairs, ignored)

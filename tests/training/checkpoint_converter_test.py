@@ -76,6 +76,35 @@ def _rewrite(src, dst, drop=(), reshape=None, rename=None, add=None):
   return make(0).write(dst)
 
 
+class RequestTest(tf.test.TestCase):
+  """Refusals and checkpoint lookup that need no Model Garden model."""
+
+  def test_refuses_an_unknown_task_and_a_non_spinenet_id(self):
+    out = os.path.join(self.get_temp_dir(), 'out')
+    with self.assertRaisesRegex(converter.ConversionError,
+                                "--task='detection' is not supported"):
+      converter.convert('unused', MODEL_ID, 'detection', out)
+    with self.assertRaisesRegex(converter.ConversionError,
+                                '--model=resnet50-fpn: only SpineNet ids'):
+      converter.convert('unused', 'resnet50-fpn', 'retinanet', out)
+    self.assertFalse(os.path.exists(out))
+
+  def test_reads_the_latest_checkpoint_of_a_directory_or_a_saved_model(self):
+    root = self.get_temp_dir()
+    train_dir = os.path.join(root, 'train')
+    manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(v=tf.Variable(1.0)), train_dir, max_to_keep=2)
+    manager.save()
+    latest = manager.save()
+    self.assertEqual(converter._checkpoint_prefix(train_dir), latest)  # pylint: disable=protected-access
+    self.assertEqual(converter._checkpoint_prefix(latest), latest)  # pylint: disable=protected-access
+    export_dir = os.path.join(root, 'export')
+    os.makedirs(export_dir)
+    open(os.path.join(export_dir, 'saved_model.pb'), 'wb').close()
+    self.assertEqual(converter._checkpoint_prefix(export_dir),  # pylint: disable=protected-access
+                     os.path.join(export_dir, 'variables', 'variables'))
+
+
 @pytest.mark.slow  # builds a Model Garden model and two of ours (~1 min CPU)
 class CheckpointConverterTest(tf.test.TestCase):
 
