@@ -1,0 +1,90 @@
+"""draw: stable class colours, boxes where the coordinates say, copies not edits."""
+import colorsys
+
+from absl.testing import absltest
+import numpy as np
+
+from spinenet.serving import draw
+
+
+def _gray(h=60, w=80):
+  return np.full((h, w, 3), 40, np.uint8)
+
+
+class ClassColorTest(absltest.TestCase):
+
+  def test_bright_distinct_and_stable(self):
+    colors = [draw.class_color(i) for i in range(1, 21)]
+    self.assertLen(set(colors), 20)
+    self.assertEqual(draw.class_color(7), draw.class_color(np.int64(7)))
+    for color in colors:
+      self.assertEqual(max(color), 255)  # value 1.0
+      _, saturation, _ = colorsys.rgb_to_hsv(*(c / 255 for c in color))
+      self.assertAlmostEqual(saturation, 0.85, delta=0.01)
+
+
+class DrawDetectionsTest(absltest.TestCase):
+
+  def test_box_outline_in_the_class_colour_at_its_pixels(self):
+    image = _gray()
+    out = draw.draw_detections(image, np.array([[20.0, 10.0, 50.0, 70.0]]), [3], [0.9])
+    self.assertEqual(out.shape, image.shape)
+    self.assertEqual(out.dtype, np.uint8)
+    color = np.array(draw.class_color(3))
+    # ymin, xmin, ymax, xmax: rows 20..50, columns 10..70.
+    self.assertTrue(np.all(out[49, 12:68] == color))   # bottom edge
+    self.assertTrue(np.all(out[30:48, 10] == color))   # left edge
+    self.assertTrue(np.all(out[30:48, 69] == color))   # right edge
+    self.assertTrue(np.all(out[30:45, 20:60] == 40))   # inside untouched
+    self.assertTrue(np.all(out[55:, :] == 40))         # below untouched
+    self.assertTrue(np.all(image == 40))               # the input is not edited
+
+  def test_scores_below_the_threshold_are_not_drawn(self):
+    image = _gray()
+    boxes = np.array([[20.0, 10.0, 50.0, 70.0], [5.0, 5.0, 15.0, 15.0]])
+    out = draw.draw_detections(image, boxes, [3, 4], [0.2, 0.1], min_score=0.3)
+    np.testing.assert_array_equal(out, image)
+    out = draw.draw_detections(image, boxes, [3, 4], [0.9, 0.1], min_score=0.3)
+    self.assertFalse(np.any(np.all(out == draw.class_color(4), axis=-1)))
+
+  def test_label_text_comes_from_names_then_label_map(self):
+    image = _gray(80, 200)
+    box = np.array([[40.0, 10.0, 70.0, 190.0]])
+    by_name = draw.draw_detections(image, box, [3], [0.9], names=['a much longer name'])
+    by_map = draw.draw_detections(image, box, [3], [0.9], label_map={3: 'a much longer name'})
+    by_id = draw.draw_detections(image, box, [3], [0.9])
+    empty_name = draw.draw_detections(image, box, [3], [0.9], names=[''])
+    np.testing.assert_array_equal(by_name, by_map)
+    np.testing.assert_array_equal(empty_name, by_id)
+    self.assertFalse(np.array_equal(by_name, by_id))
+
+  def test_grayscale_input_is_drawn_in_colour(self):
+    out = draw.draw_detections(np.full((30, 30), 40, np.uint8),
+                               np.array([[5.0, 5.0, 25.0, 25.0]]), [1], [0.9])
+    self.assertEqual(out.shape, (30, 30, 3))
+
+
+class DrawClassificationTest(absltest.TestCase):
+
+  def test_lines_in_the_top_left_corner_in_class_colours(self):
+    image = _gray(100, 160)
+    out = draw.draw_classification(image, [2, 5], [0.7, 0.2], names=['cat', ''])
+    rows, cols = np.nonzero(np.any(out != image, axis=-1))
+    self.assertLess(rows.max(), 50)
+    self.assertLess(cols.max(), 100)
+    self.assertLessEqual(cols.min(), 4)
+    self.assertTrue(np.any(np.all(out == 0, axis=-1)))  # black label background
+    # The text is anti-aliased: its strongest pixels come close to the colour,
+    # the first class on the first line.
+    closest = []
+    for category in (2, 5):
+      distance = np.abs(out.astype(int) - draw.class_color(category)).sum(-1)
+      self.assertLess(distance.min(), 40)
+      closest.append(np.unravel_index(distance.argmin(), distance.shape)[0])
+    self.assertLess(closest[0], closest[1])
+    self.assertTrue(np.all(image == 40))
+    one = draw.draw_classification(image, [2], [0.7], names=['cat'])
+    self.assertLess(np.nonzero(np.any(one != image, -1))[0].max(), rows.max())
+
+if __name__ == '__main__':
+  absltest.main()
