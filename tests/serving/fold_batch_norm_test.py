@@ -67,16 +67,6 @@ class FoldLayersTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEmpty(frozen.fold_report.folded)
     self.assertIn('FusedBatchNormV3', _ops(frozen.graph_def))
 
-  def test_unfolded_freeze_is_the_same_graph_with_constants(self):
-    model = self._model(True)
-    frozen = inference_graph.freeze(lambda x: model(x, training=False),
-                                    [tf.TensorSpec([None, 16, 16, 3])],
-                                    fold_batch_norm=False)
-    self.assertIsNone(frozen.fold_report)
-    self.assertNotIn('ReadVariableOp', _ops(frozen.graph_def))
-    x = tf.random.stateless_uniform([1, 16, 16, 3], [3, 4])
-    self.assertAllClose(frozen(x), model(x, training=False), rtol=1e-5, atol=1e-5)
-
 
 class FoldRetinaNetTest(tf.test.TestCase, parameterized.TestCase):
   """Whole detectors: SpineNet and Mobile SpineNet, float32 and bfloat16."""
