@@ -6,7 +6,9 @@ The reward is `spinenet.search.surrogate.closeness` to SpineNet-49's block
 specs (1.0 = SpineNet-49), so a run takes seconds instead of the proxy task's
 minutes per architecture. Prints the best reward after N samples for every
 algorithm and seed, the means (also after fewer samples), and the margin of
-REINFORCE and evolution over random search; the last line is one JSON object.
+REINFORCE and evolution over random search; the last line is one JSON object
+(with `env`: the machine, CPU flags and versions; the rewards do not depend on
+it, the seconds per run do).
 """
 import json
 import time
@@ -15,6 +17,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from benchmarks import _machine
 from spinenet.search import algorithms
 from spinenet.search import space as space_lib
 from spinenet.search import surrogate
@@ -64,7 +67,8 @@ def main(argv):
         summary[name]['margin_over_random'] = round(margin, 4)
         print(f'{name} - random: {margin:+.3f} (mean best after {n} samples)')
   print(json.dumps({'benchmark': 'search_surrogate', 'num_samples': n,
-                    'seeds': seeds, 'results': summary}, sort_keys=True))
+                    'seeds': seeds, 'results': summary, 'env': _machine.env_summary()},
+                   sort_keys=True))
 
 
 if __name__ == '__main__':
