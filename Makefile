@@ -25,7 +25,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m 'not slow' tests
 
 demo: $(STAMP)
-	$(PY) -m spinenet.demo --output_dir demo_output
+	$(PY) -m spinenet.cli.demo --output_dir=demo_output
 
 clean:
-	rm -rf $(VENV) demo_output *.egg-info
+	rm -rf $(VENV) demo_output demo_classification *.egg-info

@@ -15,7 +15,7 @@ import json
 from absl import app
 from absl import flags
 
-from spinenet import configurables
+from spinenet import config
 from spinenet.serving import export_lib
 from spinenet.serving import preprocessing
 
@@ -58,11 +58,11 @@ def main(argv):
       precision=_PRECISION.value, fold_batch_norm=_FOLD_BATCH_NORM.value,
       max_image_pixels=_MAX_IMAGE_PIXELS.value, top_k=_TOP_K.value)
   try:
-    result = export_lib.export_from_config(
+    result = config.export_from_config(
         _GIN_FILE.value, _GIN_PARAM.value, _EXPORT_DIR.value,
         checkpoint=_CHECKPOINT.value, version=_VERSION.value,
         label_map_path=_LABEL_MAP.value, options=options)
-  except (configurables.ConfigError, ValueError) as e:
+  except (config.ConfigError, ValueError) as e:
     raise app.UsageError(str(e)) from None
   print(f'exported {result.task} model to {result.path}')
   print(json.dumps(result.info, indent=1, sort_keys=True))

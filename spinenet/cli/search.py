@@ -15,7 +15,7 @@ See docs/search.md.
 from absl import app
 from absl import flags
 
-from spinenet import configurables
+from spinenet import config
 
 _GIN_FILE = flags.DEFINE_multi_string(
     'gin_file', [], 'Gin file(s) of the proxy task and search, applied in order.')
@@ -39,10 +39,10 @@ def main(argv):
   if not _SEARCH_DIR.value:
     raise app.UsageError('--search_dir is required (a local directory).')
   try:
-    result = configurables.search_from_config(
+    result = config.search_from_config(
         _GIN_FILE.value, _GIN_PARAM.value, search_dir=_SEARCH_DIR.value,
         num_trials=_NUM_TRIALS.value, num_workers=_NUM_WORKERS.value)
-  except configurables.ConfigError as e:
+  except config.ConfigError as e:
     raise app.UsageError(str(e)) from None
   best = result['best']
   print(f"{len(result['trials'])} trials in {_SEARCH_DIR.value} "

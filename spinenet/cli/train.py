@@ -17,7 +17,7 @@ the operative gin configs are written there. See docs/training.md.
 from absl import app
 from absl import flags
 
-from spinenet import configurables
+from spinenet import config
 from spinenet.training import strategies
 from spinenet.training import train_lib
 
@@ -48,10 +48,10 @@ def main(argv):
   if not _MODEL_DIR.value:
     raise app.UsageError('--model_dir is required (a local path or gs://...).')
   try:
-    configurables.train_from_config(
+    config.train_from_config(
         _GIN_FILE.value, _GIN_PARAM.value, mode=_MODE.value,
         model_dir=_MODEL_DIR.value, strategy=_STRATEGY.value, tpu=_TPU.value)
-  except configurables.ConfigError as e:
+  except config.ConfigError as e:
     raise app.UsageError(str(e)) from None
   except (ValueError, TypeError) as e:
     if 'In call to configurable' not in str(e):

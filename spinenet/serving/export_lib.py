@@ -5,8 +5,9 @@
 `signatures.SIGNATURES`, the label map and an `export_info.json` as assets.
 The version directory is written under a temporary name and renamed when
 complete, so a TF Serving instance polling `export_dir` never loads half of
-it. `export_from_config` does the same from gin files (what `spinenet-export`
-and the demo call).
+it. It takes built objects (a model function, a label map, `ExportOptions`);
+`spinenet.config.export_from_config` builds them from gin files (what
+`spinenet-export` and the demo call).
 
 Export options (`ExportOptions`):
 
@@ -31,7 +32,6 @@ import tensorflow as tf
 import tf_keras as keras
 
 import spinenet
-from spinenet import configurables
 from spinenet.data import coco_converter
 from spinenet.modeling import classifier as classifier_lib
 from spinenet.modeling import retinanet as retinanet_lib
@@ -40,6 +40,7 @@ from spinenet.serving import export_module
 from spinenet.serving import inference_graph
 from spinenet.serving import preprocessing
 from spinenet.serving import signatures as sig
+from spinenet.serving import versions
 
 PRECISIONS = ('float32', 'bfloat16')
 _KERAS_POLICY = {'float32': 'float32', 'bfloat16': 'mixed_bfloat16'}
@@ -120,13 +121,8 @@ def restore_weights(model, checkpoint: str) -> str:
   return path
 
 
-def next_version(export_dir: str) -> int:
-  """1 + the largest numeric subdirectory of `export_dir` (1 if none)."""
-  if not tf.io.gfile.isdir(export_dir):
-    return 1
-  versions = [int(d.rstrip('/')) for d in tf.io.gfile.listdir(export_dir)
-              if d.rstrip('/').isdigit()]
-  return max(versions, default=0) + 1
+# One version scanner for export and serving (`versions`); kept by name here.
+next_version = versions.next_version
 
 
 def build_model(model_fn: Callable, precision: str = 'float32'):
@@ -272,14 +268,14 @@ def export_saved_model(model_fn: Callable, export_dir: str, *,
   """
   start = time.monotonic()
   if version is None:
-    version = next_version(export_dir)
+    version = versions.next_version(export_dir)
   if version < 1:
     raise ValueError(f'--version must be >= 1 (TF Serving versions are positive '
                      f'integers). Received: {version}')
   final = os.path.join(export_dir, str(version))
   if tf.io.gfile.exists(final):
     raise ValueError(f'{final} already exists; pass another --version (next free: '
-                     f'{next_version(export_dir)}) or remove it.')
+                     f'{versions.next_version(export_dir)}) or remove it.')
   model = build_model(model_fn, options.precision)
   restored = restore_weights(model, checkpoint) if checkpoint else None
   with tempfile.TemporaryDirectory() as scratch:
@@ -321,31 +317,23 @@ def find_label_map(file_patterns: Sequence[str]) -> Optional[str]:
   return None
 
 
-def export_from_config(gin_files: Sequence[str], gin_params: Sequence[str],
-                       export_dir: str, *, checkpoint: Optional[str],
-                       version: Optional[int] = None,
-                       label_map_path: Optional[str] = None,
-                       options: ExportOptions = ExportOptions()) -> ExportResult:
-  """`export_saved_model` for the model of a gin experiment.
+def label_map_for(label_map_path: Optional[str] = None,
+                  file_patterns: Sequence[str] = ()) -> Optional[Dict[int, str]]:
+  """The label map to export: `label_map_path`, else the records', else None.
 
-  The label map is `label_map_path`, else the one
-  `spinenet-create-coco-tfrecord` wrote next to the experiment's evaluation
-  (or training) records, else none (class names are the category ids).
+  Args:
+    label_map_path: a label map JSON, or None to look next to the records.
+    file_patterns: TFRecord patterns of the model's data (evaluation first);
+      `find_label_map` looks for the label map written beside them.
 
-  Raises:
-    configurables.ConfigError: bad gin files or bindings.
-    ValueError: see `export_saved_model`.
+  Returns:
+    dict category id -> name, or None (class names will be the category ids).
   """
-  task, _, _ = configurables.load_experiment(gin_files, gin_params)
   if label_map_path is None:
-    patterns = [getattr(getattr(task, split, None), 'file_pattern', '')
-                for split in ('eval_data', 'train_data')]
-    label_map_path = find_label_map(patterns)
+    label_map_path = find_label_map(file_patterns)
     if label_map_path:
       logging.info('using the label map of the records: %s', label_map_path)
     else:
       logging.warning('no label map given or found next to the records; class '
                       'names will be the category ids (pass --label_map).')
-  label_map = coco_converter.read_label_map(label_map_path) if label_map_path else None
-  return export_saved_model(task.build_model, export_dir, checkpoint=checkpoint,
-                            version=version, label_map=label_map, options=options)
+  return coco_converter.read_label_map(label_map_path) if label_map_path else None

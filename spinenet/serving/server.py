@@ -35,6 +35,7 @@ import tensorflow as tf
 from google.protobuf import json_format
 from spinenet.serving import rest_json
 from spinenet.serving import signatures as sig
+from spinenet.serving import versions
 
 from tensorflow.python.saved_model import loader_impl  # pylint: disable=g-direct-tensorflow-import
 
@@ -48,25 +49,9 @@ class ModelNotFound(LookupError):
   """Unknown model name, version or label (HTTP 404)."""
 
 
-def latest_version(model_base_path: str) -> Tuple[int, str]:
-  """`(version, path)` of the largest numeric subdirectory holding a SavedModel.
-
-  A `model_base_path` that is itself a SavedModel is served as version 1.
-  """
-  if tf.io.gfile.exists(os.path.join(model_base_path, 'saved_model.pb')):
-    return 1, model_base_path
-  versions = []
-  if tf.io.gfile.isdir(model_base_path):
-    for entry in tf.io.gfile.listdir(model_base_path):
-      entry = entry.rstrip('/')
-      path = os.path.join(model_base_path, entry)
-      if entry.isdigit() and tf.io.gfile.exists(os.path.join(path, 'saved_model.pb')):
-        versions.append((int(entry), path))
-  if not versions:
-    raise FileNotFoundError(
-        f'--model_base_path={model_base_path} holds no SavedModel version (expected '
-        'numbered subdirectories such as 1/saved_model.pb, as spinenet-export writes).')
-  return max(versions)
+# The version scanner is shared with export (`versions`); kept here by name
+# for callers of `server.latest_version`.
+latest_version = versions.latest_version
 
 
 def clean_error(error: tf.errors.OpError) -> str:
@@ -151,10 +136,10 @@ def load_model(model_base_path: str, model_name: str, version: Optional[int] = N
     `LoadedModel`.
   """
   if version is None:
-    version, path = latest_version(model_base_path)
+    version, path = versions.latest_version(model_base_path)
   else:
     path = os.path.join(model_base_path, str(version))
-    if not tf.io.gfile.exists(os.path.join(path, 'saved_model.pb')):
+    if not tf.io.gfile.exists(os.path.join(path, versions.SAVED_MODEL)):
       raise FileNotFoundError(f'--version={version}: {path}/saved_model.pb does not '
                               'exist.')
   start = time.monotonic()

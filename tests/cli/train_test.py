@@ -8,7 +8,7 @@ import tempfile
 import gin
 import pytest
 
-from spinenet import configurables
+from spinenet import config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PATTERNS = ["TRAIN_FILE_PATTERN = '/data/train-*'", "EVAL_FILE_PATTERN = '/data/val-*'"]
@@ -23,7 +23,7 @@ def _gin_file(text):
 
 @pytest.mark.parametrize('path', sorted(glob.glob(os.path.join(REPO_ROOT, 'experiments', 'coco_*.gin'))))
 def test_recipes_bind_the_reference_hyperparameters(path):
-  task, opt, trainer = configurables.load_experiment([path], PATTERNS)
+  task, opt, trainer = config.load_experiment([path], PATTERNS)
   name = os.path.basename(path)
   mobile = 'mobile' in name
   model_id = gin.query_parameter('build_retinanet.model_id')
@@ -48,15 +48,15 @@ def test_recipes_bind_the_reference_hyperparameters(path):
 ])
 def test_typo_in_gin_file_names_binding_and_file(binding, message):
   path = _gin_file(binding + '\n')
-  with pytest.raises(configurables.ConfigError) as e:
-    configurables.parse_config([path], PATTERNS)
+  with pytest.raises(config.ConfigError) as e:
+    config.parse_config([path], PATTERNS)
   assert message in str(e.value)
   assert path in str(e.value)
 
 
 def test_missing_required_value():
-  with pytest.raises(configurables.ConfigError, match='FILE_PATTERN is required'):
-    configurables.parse_config(['experiments/coco_spinenet49_tpu.gin'])
+  with pytest.raises(config.ConfigError, match='FILE_PATTERN is required'):
+    config.parse_config(['experiments/coco_spinenet49_tpu.gin'])
 
 
 def test_cli_errors():

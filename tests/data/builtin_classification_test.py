@@ -5,8 +5,8 @@ import tempfile
 
 import numpy as np
 
-from spinenet import classification_demo
-from spinenet import configurables
+from spinenet import config
+from spinenet.cli import demo_lib
 from spinenet.data import builtin_classification as bc
 from spinenet.data import classification_input as ci
 
@@ -32,14 +32,14 @@ def test_images_of_different_classes_differ_and_samples_cover_every_class():
   directory = tempfile.mkdtemp()
   paths = bc.generate(directory, num_train=8, num_val=16, image_size=48)
   samples = os.path.join(directory, 'samples')
-  classification_demo.write_samples(paths['val_pattern'], samples)
+  demo_lib.write_samples(paths['val_pattern'], samples)
   assert sorted(os.listdir(samples)) == [f'{i}_{n}.jpg'
                                          for i, n in enumerate(bc.CLASS_NAMES)]
 
 
 def test_demo_config_reads_the_generated_records():
-  task, _, trainer_options = configurables.load_experiment(
-      [classification_demo.DEMO_GIN],
+  task, _, trainer_options = config.load_experiment(
+      [demo_lib.CLASSIFICATION_GIN],
       ["TRAIN_FILE_PATTERN = 'x/train-*'", "EVAL_FILE_PATTERN = 'x/val-*'"])
   assert task.train_data.source == task.eval_data.source == 'tfrecord'
   assert trainer_options.precision == 'float32'

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from spinenet import configurables
+from spinenet import config
 from spinenet.search import trials as trials_lib
 
 # A tiny proxy: 2 steps on 8 images, rewarded on 4 held-out images; most of a
@@ -30,7 +30,7 @@ _PARAMS = [
 @pytest.mark.slow
 def test_three_trial_search_then_best_gin_trains(tmp_path):
   search_dir = str(tmp_path / 'search')
-  result = configurables.search_from_config(
+  result = config.search_from_config(
       ['configs/search/proxy_builtin.gin'], _PARAMS, search_dir=search_dir,
       num_trials=3, num_workers=2)
   records = trials_lib.TrialStore(search_dir).read_trials()
@@ -50,7 +50,7 @@ def test_three_trial_search_then_best_gin_trains(tmp_path):
 
   # The best architecture trains with spinenet-train's function, as is.
   model_dir = str(tmp_path / 'train')
-  trained = configurables.train_from_config(
+  trained = config.train_from_config(
       [os.path.join(search_dir, 'best.gin')], mode='train', model_dir=model_dir,
       strategy='one_device')
   assert trained['step'] == 2
@@ -66,7 +66,7 @@ def test_cli_reports_a_bad_binding(tmp_path):
        '--gin_file=configs/search/proxy_builtin.gin',
        "--gin_param=SearchOptions.algorithm = 'bayes'",
        f'--search_dir={tmp_path}', '--num_trials=1'],
-      cwd=configurables.REPO_ROOT, capture_output=True, text=True, timeout=600)
+      cwd=config.REPO_ROOT, capture_output=True, text=True, timeout=600)
   assert process.returncode != 0
   assert "SearchOptions.algorithm must be one of ('reinforce', 'evolution', " \
          "'random'). Received: 'bayes'" in process.stderr

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from spinenet import configurables
+from spinenet import config
 from spinenet.data import builtin_classification
 from spinenet.data import classification_input
 from spinenet.modeling import registry
@@ -124,12 +124,12 @@ def test_training_fits_a_fixed_batch_of_shapes():
 
 
 @pytest.mark.parametrize('path', sorted(
-    glob.glob(os.path.join(configurables.REPO_ROOT, 'experiments',
+    glob.glob(os.path.join(config.REPO_ROOT, 'experiments',
                            'imagenet_spinenet*_tpu.gin')) +
-    glob.glob(os.path.join(configurables.REPO_ROOT, 'experiments',
+    glob.glob(os.path.join(config.REPO_ROOT, 'experiments',
                            'inat2017_spinenet*_tpu.gin'))))
 def test_recipes_are_the_papers(path):
-  task, opt, trainer_options = configurables.load_experiment([path])
+  task, opt, trainer_options = config.load_experiment([path])
   model_id = re.search(r'spinenet(\d+)_tpu', path).group(1)
   model = gin.get_bindings('build_classifier')
   assert model['model_id'] == model_id
@@ -164,7 +164,7 @@ def test_train_and_eval_from_gin_on_tfds_mock_data():
       'TrainerOptions.train_steps = 4', 'TrainerOptions.steps_per_loop = 2',
   ]
   with tfds.testing.mock_data(num_examples=6):
-    result = configurables.train_from_config(
+    result = config.train_from_config(
         ['configs/tasks/classification_imagenet.gin'], params,
         mode='train_and_eval', model_dir=model_dir, strategy='one_device')
   assert result['step'] == 4

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spinenet import configurables
+from spinenet import config
 from spinenet.training import strategies
 from spinenet.training import train_lib
 import tiny
@@ -64,7 +64,7 @@ def test_sigkill_then_resume_with_same_step_and_optimizer_state():
   saved_momentum = _momentum_norms_in_checkpoint(latest)
   assert len(saved_momentum) > 50 and max(saved_momentum) > 0
 
-  task, optimizer_options, trainer_options = configurables.load_experiment(
+  task, optimizer_options, trainer_options = config.load_experiment(
       GIN_FILES, params + [f'TrainerOptions.train_steps = {step + 2}'])
   experiment = train_lib.build_experiment(
       task, 'train', model_dir, strategies.get_strategy('one_device'),
