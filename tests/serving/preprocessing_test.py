@@ -56,8 +56,9 @@ class EncodedImageSizeTest(tf.test.TestCase):
     with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
                                 r'photo\[2\]: the image is empty'):
       preprocessing.encoded_image_size(tf.constant(b''), name='photo[2]')
-    with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
-                                r'image_bytes: not an image.*got 10 bytes starting with "plain te"'):
+    with self.assertRaisesRegex(
+        tf.errors.InvalidArgumentError,
+        r'image_bytes: not an image.*got 10 bytes starting with "plain te"'):
       preprocessing.encoded_image_size(tf.constant(b'plain text'))
     # A PNG signature without its header is too short to hold a size.
     with self.assertRaisesRegex(tf.errors.InvalidArgumentError, 'not an image'):
