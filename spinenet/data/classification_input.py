@@ -21,15 +21,15 @@ Preprocessing (the Inception / ResNet recipe the SpineNet paper trains with):
     detection input, and a cast to the image dtype (bfloat16 halves what is
     fed to a TPU).
 
-Batches: `(images [B, S, S, 3], {'label': int32 [B]})`, all shapes static.
-Evaluation reads the split once and pads its last batch with zero images
-whose `labels['valid']` is False. A record that fails to decode is skipped
-and counted (`pipeline.map_skipping_failures`).
+Batches: `(images [B, S, S, 3], {'label': int32 [B]})`, all shapes static,
+from `pipeline.build_dataset` (the input path of every task): evaluation
+reads the split once and pads its last batch with zero images whose
+`labels['valid']` is False; a record that fails to decode is skipped and
+counted.
 """
 import dataclasses
 from typing import Optional, Tuple
 
-from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -38,11 +38,12 @@ from spinenet.data import pipeline
 from spinenet.data import preprocess
 from spinenet.data import randaugment as randaugment_lib
 
-AUTOTUNE = tf.data.AUTOTUNE
 
 # tf.Example keys of the standard ImageNet TFRecords.
 IMAGE_ENCODED = 'image/encoded'
 CLASS_LABEL = 'image/class/label'
+# How `file_pattern` is named in error messages.
+_FILE_PATTERN_NAME = 'ClassificationDataOptions.file_pattern'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,42 +243,18 @@ class ClassificationParser:
 
 
 # === Sources ===
-def _tfrecord_examples(options, training, input_context, deterministic):
-  """Dataset of serialized ImageNet-format `tf.Example`s (strings)."""
-  files = []
-  for pattern in options.file_pattern.split(','):
-    files.extend(sorted(tf.io.gfile.glob(pattern.strip())))
-  if not files:
-    raise ValueError(f'ClassificationDataOptions.file_pattern '
-                     f'{options.file_pattern!r} matches no file; check the path.')
-  shard_records = None
-  if input_context is not None and input_context.num_input_pipelines > 1:
-    n, i = input_context.num_input_pipelines, input_context.input_pipeline_id
-    if len(files) >= n:
-      files = files[i::n]
-    else:
-      shard_records = (n, i)
-  dataset = tf.data.Dataset.from_tensor_slices(files)
-  if training:
-    dataset = dataset.shuffle(len(files), seed=options.seed,
-                              reshuffle_each_iteration=True)
-  dataset = dataset.interleave(
-      lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
-      cycle_length=min(16, len(files)), block_length=1,
-      num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-  if shard_records is not None:
-    dataset = dataset.shard(*shard_records)
-  return dataset
-
-
 def _tfds_examples(options, training, input_context):
-  """Dataset of `{'image': encoded string, 'label': int64}` from TFDS."""
+  """This pipeline's TFDS examples, `{'image': encoded string, 'label': int64, ...}`.
+
+  TFDS shards the files by `input_context` and shuffles them when training;
+  the images stay encoded.
+  """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   read_config = tfds.ReadConfig(
       input_context=input_context, shuffle_seed=options.seed,
       interleave_cycle_length=16, skip_prefetch=True)
   try:
-    dataset = tfds.load(
+    return tfds.load(
         options.tfds_name, split=options.tfds_split,
         data_dir=options.tfds_data_dir, download=False,
         shuffle_files=training, read_config=read_config,
@@ -290,17 +267,31 @@ def _tfds_examples(options, training, input_context):
         f'{options.tfds_data_dir or "~/tensorflow_datasets"}` (imagenet2012 '
         'needs the ILSVRC2012 tar files in <data_dir>/downloads/manual), or '
         'read TFRecords with `file_pattern`.') from None
-  return dataset.map(lambda ex: {'image': ex['image'], 'label': ex['label']},
-                     num_parallel_calls=AUTOTUNE)
+
+
+def decode_tfds_example(example):
+  """A TFDS example -> `{'image': encoded string, 'label': int}`."""
+  return {'image': example['image'], 'label': example['label']}
+
+
+def _source(options, training, input_context):
+  """`(source, decode_fn, source_name)` for `pipeline.build_dataset`."""
+  if options.source == 'tfrecord':
+    return options.file_pattern, decode_tf_example, _FILE_PATTERN_NAME
+  return (_tfds_examples(options, training, input_context),
+          decode_tfds_example, f'TFDS {options.tfds_name}:{options.tfds_split}')
 
 
 def peek_labels(options: ClassificationDataOptions, count: int = 64):
   """The first `count` labels of the source (label offset applied), NumPy int."""
   if options.source == 'tfrecord':
-    dataset = _tfrecord_examples(options, False, None, True).take(count)
-    dataset = dataset.map(decode_tf_example)
+    files = pipeline.list_files(options.file_pattern, _FILE_PATTERN_NAME)
+    examples = pipeline.read_records(files, training=False)
+    decode = decode_tf_example
   else:
-    dataset = _tfds_examples(options, False, None).take(count)
+    examples = _tfds_examples(options, False, None)
+    decode = decode_tfds_example
+  dataset = examples.take(count).map(decode)
   labels = [int(ex['label']) for ex in dataset.as_numpy_iterator()]
   return np.asarray(labels, np.int64) + options.label_offset
 
@@ -323,10 +314,6 @@ def check_labels(options: ClassificationDataOptions, num_classes: int,
         f'in [0, {num_classes - 1}].' + hint)
 
 
-def _identity(example):
-  return example
-
-
 def build_dataset(options: ClassificationDataOptions,
                   output_size,
                   training: bool,
@@ -334,6 +321,10 @@ def build_dataset(options: ClassificationDataOptions,
                   dtype=tf.float32,
                   skip_counter: Optional[tf.Variable] = None) -> tf.data.Dataset:
   """One input pipeline's batches of preprocessed images and labels.
+
+  The options pick the source (TFRecord files, or TFDS examples already
+  sharded by TFDS), `decode_tf_example` or `decode_tfds_example` and a
+  `ClassificationParser`; `pipeline.build_dataset` does the rest.
 
   Args:
     options: `ClassificationDataOptions` of the split.
@@ -358,37 +349,10 @@ def build_dataset(options: ClassificationDataOptions,
     images, labels = next(iter(ds))  # [1024, 224, 224, 3], labels['label']
     ```
   """
-  batch_size = options.global_batch_size
-  if input_context is not None:
-    batch_size = input_context.get_per_replica_batch_size(batch_size)
-  deterministic = options.seed is not None or not training
-  if options.source == 'tfrecord':
-    dataset = _tfrecord_examples(options, training, input_context, deterministic)
-    decode = decode_tf_example
-  else:
-    dataset = _tfds_examples(options, training, input_context)
-    decode = _identity
-  if options.cache:
-    dataset = dataset.cache()
-  if training:
-    dataset = dataset.repeat()
-    if options.shuffle_buffer > 1:
-      dataset = dataset.shuffle(options.shuffle_buffer, seed=options.seed,
-                                reshuffle_each_iteration=True)
-  seeds = tf.data.Dataset.random(seed=options.seed).batch(2)
-  dataset = tf.data.Dataset.zip((dataset, seeds))
+  source, decode_fn, source_name = _source(options, training, input_context)
   parser = ClassificationParser(output_size, training, options, dtype)
-  dataset = pipeline.map_skipping_failures(
-      dataset, lambda example, seed: parser(decode(example), seed),
-      deterministic=deterministic, skip_counter=skip_counter)
-  if not training:
-    dataset = pipeline.pad_last_batch(dataset, batch_size)
-  dataset = dataset.batch(batch_size, drop_remainder=True)
-  data_options = tf.data.Options()
-  data_options.deterministic = deterministic
-  dataset = dataset.with_options(data_options)
-  logging.info('classification input (%s, %s): %s, per-replica batch %d',
-               'train' if training else 'eval', options.source,
-               options.file_pattern or f'{options.tfds_name}:{options.tfds_split}',
-               batch_size)
-  return dataset.prefetch(AUTOTUNE)
+  return pipeline.build_dataset(
+      source, decode_fn, parser, options.global_batch_size, training,
+      input_context, shuffle_buffer=options.shuffle_buffer,
+      cache=options.cache, seed=options.seed, skip_counter=skip_counter,
+      source_name=source_name)

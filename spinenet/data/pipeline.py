@@ -1,38 +1,23 @@
-"""tf.data input: TFRecord shards -> parsed, batched, prefetched examples.
+"""The one tf.data input path: examples -> parsed, batched, prefetched batches.
+
+`build_dataset` serves every task (detection, classification, the search
+proxy) and the input benchmark; each passes its own decoder and parser. It
+lists and shards the files (or takes an already-made dataset of examples,
+e.g. from TFDS), shuffles, caches, repeats, parses in parallel with a
+per-example augmentation seed, batches per replica and, for evaluation, pads
+the last batch.
 
 A record whose parsing fails (e.g. a corrupt image) is skipped, logged with
 its position and a running count, and counted in an optional variable, so
 one bad image never stops an epoch.
 """
 import sys
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Sequence, Union
 
 from absl import logging
 import tensorflow as tf
 
-from spinenet.data import decoder as decoder_lib
-
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-def make_parser_fn(parser, decode_image: bool = False):
-  """Serialized tf.Example -> `parser(DetectionDecoder().decode(...))`.
-
-  Args:
-    parser: a `TrainParser` or `EvalParser` (anything taking
-      `(data, seed=None)`).
-    decode_image: passed to `DetectionDecoder`; False lets the parser decode
-      only the part of a JPEG it keeps.
-
-  Returns:
-    `fn(serialized, seed=None) -> (image, labels)`, for `build_dataset`.
-  """
-  decoder = decoder_lib.DetectionDecoder(decode_image=decode_image)
-
-  def parser_fn(serialized, seed=None):
-    return parser(decoder.decode(serialized), seed=seed)
-
-  return parser_fn
 
 
 def _zeros_like_spec(spec):
@@ -140,108 +125,189 @@ def map_skipping_failures(dataset: tf.data.Dataset,
   return _count_and_drop_failures(dataset, skip_counter)
 
 
-def build_dataset(file_pattern: str,
-                  parser_fn: Callable,
-                  batch_size: int,
-                  is_training: bool,
-                  deterministic: bool = False,
-                  cycle_length: int = 8,
-                  shuffle_buffer: int = 1000,
-                  input_context: Optional[tf.distribute.InputContext] = None,
-                  seed: Optional[int] = None,
-                  skip_counter: Optional[tf.Variable] = None,
-                  repeat: Optional[bool] = None) -> tf.data.Dataset:
-  """Reads TFRecord shards into batches of parsed examples.
 
-  Files are read by a parallel interleave (shuffled for training), records
-  are shuffled (training), parsed in parallel, batched and prefetched.
-  Records that `parser_fn` fails on are skipped and counted (see module
-  docstring).
+
+def list_files(file_pattern: Union[str, Sequence[str]],
+               name: str = 'file_pattern') -> List[str]:
+  """The files matched by a glob, comma-separated globs, or a list of globs.
 
   Args:
-    file_pattern: glob of TFRecord files, or several globs separated by
-      commas.
-    parser_fn: `fn(serialized, seed=None) -> element` with static shapes,
-      e.g. `make_parser_fn(TrainParser(...))`.
-    batch_size: GLOBAL batch size; with `input_context` each pipeline
-      batches `input_context.get_per_replica_batch_size(batch_size)`.
-    is_training: shuffle, repeat (unless `repeat` says otherwise) and drop
-      the last partial batch (static batch dimension).
-    deterministic: same elements in the same order on every run, and the
-      same augmentation: `parser_fn` gets `seed=[seed, record index]`.
-    cycle_length: files read at once.
-    shuffle_buffer: records in the shuffle buffer (training only).
-    input_context: `tf.distribute.InputContext` from
-      `strategy.distribute_datasets_from_function`; files (or, with fewer
-      files than pipelines, records) are sharded by pipeline.
-    seed: shuffle and augmentation seed; defaults to 0 when `deterministic`.
-    skip_counter: optional int64 scalar `tf.Variable`, incremented for each
-      skipped record; create it outside any `tf.distribute` strategy scope.
-    repeat: repeat forever; defaults to `is_training`.
+    file_pattern: e.g. `'records/train-*'`, `'a/*.tfrecord,b/*.tfrecord'`;
+      local paths or `gs://`.
+    name: what `file_pattern` is called in error messages (e.g. the option
+      it came from).
 
   Returns:
-    `tf.data.Dataset` of batched `parser_fn` outputs; the batch dimension is
-    static when training, or when not training and the last batch is full.
+    The matched paths, sorted within each glob, globs in the given order.
 
   Raises:
-    ValueError: if `file_pattern` matches no file.
-
-  Example:
-    ```python
-    parser_fn = make_parser_fn(TrainParser(256, aug_scale_min=0.5,
-                                           aug_scale_max=2.0))
-    ds = build_dataset('records/train-*', parser_fn, batch_size=8,
-                       is_training=True)
-    images, labels = next(iter(ds))  # images: float32 [8, 256, 256, 3]
-    ```
+    ValueError: naming the glob, if one matches no file.
   """
+  patterns = (file_pattern.split(',') if isinstance(file_pattern, str)
+              else list(file_pattern))
   files = []
-  for pattern in file_pattern.split(','):
-    files.extend(sorted(tf.io.gfile.glob(pattern.strip())))
-  if not files:
-    raise ValueError(f'`file_pattern` {file_pattern!r} matched no files.')
-  if deterministic and seed is None:
-    seed = 0
-  repeat = is_training if repeat is None else repeat
-  per_pipeline_batch = batch_size
-  shard_records = None
-  if input_context is not None:
-    per_pipeline_batch = input_context.get_per_replica_batch_size(batch_size)
-    n, i = input_context.num_input_pipelines, input_context.input_pipeline_id
-    if len(files) >= n:
-      files = files[i::n]
-    else:
-      logging.warning('%d files for %d input pipelines: sharding records '
-                      'instead of files (each pipeline reads every file).',
-                      len(files), n)
-      shard_records = (n, i)
+  for pattern in patterns:
+    matched = tf.io.gfile.glob(pattern.strip())
+    if not matched:
+      raise ValueError(f'No file matches {pattern.strip()!r} (from {name}='
+                       f'{file_pattern!r}); check the path.')
+    files.extend(sorted(matched))
+  return files
 
+
+def read_records(files: Sequence[str],
+                 training: bool,
+                 input_context: Optional[tf.distribute.InputContext] = None,
+                 seed: Optional[int] = None,
+                 deterministic: bool = True,
+                 cycle_length: int = 16) -> tf.data.Dataset:
+  """Serialized records of this input pipeline's share of TFRecord files.
+
+  With an `input_context` of `n` pipelines, pipeline `i` reads files `i`,
+  `i + n`, ...; with fewer files than pipelines every pipeline reads every
+  file and keeps records `i`, `i + n`, ... instead.
+
+  Args:
+    files: TFRecord paths (e.g. from `list_files`).
+    training: shuffle the file order (again on every pass).
+    input_context: `tf.distribute.InputContext` of this pipeline (None: one
+      pipeline).
+    seed: file-order seed (None: random).
+    deterministic: interleave the files in a fixed order.
+    cycle_length: most files read at once (one record from each in turn).
+
+  Returns:
+    `tf.data.Dataset` of serialized records (string scalars), one pass.
+  """
+  files = list(files)
+  num_pipelines, pipeline_id = 1, 0
+  if input_context is not None:
+    num_pipelines = input_context.num_input_pipelines
+    pipeline_id = input_context.input_pipeline_id
+  shard_records = len(files) < num_pipelines
+  if num_pipelines > 1 and not shard_records:
+    files = files[pipeline_id::num_pipelines]
   dataset = tf.data.Dataset.from_tensor_slices(files)
-  if is_training:
+  if training:
     dataset = dataset.shuffle(len(files), seed=seed,
                               reshuffle_each_iteration=True)
-  if repeat:
-    dataset = dataset.repeat()
   dataset = dataset.interleave(
       lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
       cycle_length=min(cycle_length, len(files)), block_length=1,
       num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-  if shard_records is not None:
-    dataset = dataset.shard(*shard_records)
-  if is_training:
-    dataset = dataset.shuffle(shuffle_buffer, seed=seed,
-                              reshuffle_each_iteration=True)
-  if deterministic:
-    # Augmentation seeded by (seed, record index): the same on every run.
-    def fn(index, serialized):
-      return parser_fn(serialized, seed=tf.stack(
-          [tf.constant(seed, tf.int64), index]))
-    dataset = dataset.enumerate()
+  if shard_records:
+    logging.warning('%d file(s) for %d input pipelines: sharding records '
+                    'instead of files (each pipeline reads every file).',
+                    len(files), num_pipelines)
+    dataset = dataset.shard(num_pipelines, pipeline_id)
+  return dataset
+
+
+def build_dataset(source: Union[str, Sequence[str], tf.data.Dataset],
+                  decode_fn: Callable,
+                  parse_fn: Callable,
+                  global_batch_size: int,
+                  training: bool,
+                  input_context: Optional[tf.distribute.InputContext] = None,
+                  shuffle_buffer: int = 1000,
+                  cache: bool = False,
+                  seed: Optional[int] = None,
+                  deterministic: Optional[bool] = None,
+                  cycle_length: int = 16,
+                  skip_counter: Optional[tf.Variable] = None,
+                  source_name: str = 'file_pattern') -> tf.data.Dataset:
+  """One input pipeline's batches of parsed examples, for any task.
+
+  Steps: read the source (`read_records`: file sharding, file shuffling,
+  parallel interleave, record sharding); cache (optional); for training,
+  repeat and shuffle records; pair each example with an augmentation seed;
+  decode and parse in parallel, skipping and counting the examples that
+  fail (`map_skipping_failures`); for evaluation, mark examples valid and
+  pad (`pad_last_batch`); batch to the per-replica batch size with a static
+  batch dimension; prefetch.
+
+  Args:
+    source: TFRecord files as a glob, comma-separated globs or a list of
+      globs; or a `tf.data.Dataset` of examples (anything `decode_fn` takes,
+      e.g. TFDS's dicts) that is already this pipeline's share (e.g.
+      `tfds.load(..., read_config=tfds.ReadConfig(input_context=...))`),
+      which skips the file steps only.
+    decode_fn: example -> decoded example (e.g.
+      `DetectionDecoder(decode_image=False).decode`).
+    parse_fn: `(decoded, seed) -> (features, labels)` with static shapes and
+      a dict `labels`; `seed` is an int64 `[2]` stateless seed, different for
+      every example (and every pass).
+    global_batch_size: examples per step over all replicas; each pipeline
+      batches `input_context.get_per_replica_batch_size(global_batch_size)`.
+    training: shuffle, repeat forever and drop the last partial batch; else
+      one pass, with `labels['valid']` (bool) and a last batch padded with
+      zeroed, invalid examples, so no example is dropped.
+    input_context: `tf.distribute.InputContext` of this pipeline, from
+      `strategy.distribute_datasets_from_function` (None: one pipeline, one
+      replica).
+    shuffle_buffer: examples in the training shuffle buffer (<= 1: none).
+    cache: keep the examples read (still encoded) in memory after the first
+      pass (small datasets).
+    seed: seed of the file order, shuffling and augmentation seeds (None:
+      random).
+    deterministic: the same elements in the same order on every run; default
+      `seed is not None or not training`.
+    cycle_length: most files read at once.
+    skip_counter: optional int64 scalar `tf.Variable`, incremented for each
+      example that fails to parse; create it outside any `tf.distribute`
+      strategy scope.
+    source_name: what `source` is called in error messages (e.g.
+      `'train_data.file_pattern'`).
+
+  Returns:
+    `tf.data.Dataset` of `(features, labels)` batched to the per-replica
+    batch size, every shape static.
+
+  Raises:
+    ValueError: if a glob of `source` matches no file.
+
+  Example:
+    ```python
+    parser = detection_parser.TrainParser(256, aug_scale_min=0.5,
+                                          aug_scale_max=2.0)
+    ds = build_dataset('records/train-*',
+                       DetectionDecoder(decode_image=False).decode, parser,
+                       global_batch_size=8, training=True)
+    images, labels = next(iter(ds))  # images: float32 [8, 256, 256, 3]
+    ```
+  """
+  if deterministic is None:
+    deterministic = seed is not None or not training
+  batch_size = global_batch_size
+  if input_context is not None:
+    batch_size = input_context.get_per_replica_batch_size(global_batch_size)
+  if isinstance(source, tf.data.Dataset):
+    dataset = source
   else:
-    fn = parser_fn
-  dataset = map_skipping_failures(dataset, fn, deterministic, skip_counter)
-  dataset = dataset.batch(per_pipeline_batch, drop_remainder=is_training)
+    dataset = read_records(list_files(source, source_name), training,
+                           input_context, seed, deterministic, cycle_length)
+  if cache:
+    dataset = dataset.cache()
+  if training:
+    dataset = dataset.repeat()
+    if shuffle_buffer > 1:
+      dataset = dataset.shuffle(shuffle_buffer, seed=seed,
+                                reshuffle_each_iteration=True)
+  # Seeds are paired before the parallel map, so with a fixed `seed` each
+  # example gets the same augmentation whatever the parsing order.
+  seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
+  dataset = tf.data.Dataset.zip((dataset, seeds))
+  dataset = map_skipping_failures(
+      dataset, lambda example, s: parse_fn(decode_fn(example), s),
+      deterministic=deterministic, skip_counter=skip_counter)
+  if not training:
+    dataset = pad_last_batch(dataset, batch_size)
+  dataset = dataset.batch(batch_size, drop_remainder=True)
   options = tf.data.Options()
   options.deterministic = deterministic
   dataset = dataset.with_options(options)
+  where = (source_name if isinstance(source, tf.data.Dataset)
+           else f'{source_name}={source!r}')
+  logging.info('input (%s): %s, per-replica batch %d',
+               'train' if training else 'eval', where, batch_size)
   return dataset.prefetch(AUTOTUNE)

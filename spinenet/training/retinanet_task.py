@@ -6,9 +6,9 @@ import tensorflow as tf
 
 from spinenet.data import decoder as decoder_lib
 from spinenet.data import detection_parser
+from spinenet.data import pipeline
 from spinenet.training import base_task
 from spinenet.training import coco_evaluator
-from spinenet.training import inputs
 from spinenet.training import losses as losses_lib
 
 
@@ -135,16 +135,17 @@ class RetinaNetTask(base_task.Task):
 
   def build_inputs(self, training, input_context=None):
     data = self.train_data if training else self.eval_data
+    split = 'train_data' if training else 'eval_data'
     if data is None or not data.file_pattern:
-      split = 'train_data' if training else 'eval_data'
       raise ValueError(f'RetinaNetTask.{split}.file_pattern is not set; bind '
                        f'it in gin (e.g. `{split.split("_")[0]}/DataOptions.'
                        'file_pattern = "records/train-*.tfrecord"`).')
     decoder = decoder_lib.DetectionDecoder(decode_image=False)
-    return inputs.build_dataset(
+    return pipeline.build_dataset(
         data.file_pattern, decoder.decode, self.build_parser(training),
         data.global_batch_size, training, input_context,
-        shuffle_buffer=data.shuffle_buffer, cache=data.cache, seed=data.seed)
+        shuffle_buffer=data.shuffle_buffer, cache=data.cache, seed=data.seed,
+        source_name=f'RetinaNetTask.{split}.file_pattern')
 
   # === Losses ===
   def build_losses(self, outputs, labels):

@@ -1,4 +1,5 @@
-"""tf.data input: batching, skipping corrupt records, determinism, sharding."""
+"""The one tf.data path: files, sharding, skipping corrupt records, batching,
+evaluation padding, seeds, caching, and already-made example datasets."""
 import io
 import os
 import shutil
@@ -8,33 +9,30 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from spinenet.data import decoder as decoder_lib
 from spinenet.data import detection_parser
 from spinenet.data import pipeline
 from spinenet.data import tf_example
 
 _ANCHORS = dict(min_level=3, max_level=5, num_scales=1, aspect_ratios=(1.0,),
                 anchor_size=4.0)
+_GOOD_IDS = [1, 2, 4, 5, 7]  # 3 and 6 have corrupt images
 
 
 def _jpeg(seed):
   rng = np.random.default_rng(seed)
-  pixels = np.repeat(np.repeat(rng.integers(0, 255, (12, 16, 3), np.uint8),
-                               8, 0), 8, 1)  # 96 x 128
+  pixels = np.repeat(np.repeat(rng.integers(0, 255, (8, 12, 3), np.uint8),
+                               8, 0), 8, 1)  # 64 x 96
   buf = io.BytesIO()
   Image.fromarray(pixels).save(buf, format='JPEG')
   return buf.getvalue()
 
 
-def _write(path, records):
-  with tf.io.TFRecordWriter(path) as writer:
-    for r in records:
-      writer.write(r)
-
-
-def _example(source_id, encoded=None):
-  return tf_example.build_detection_example(
-      encoded or _jpeg(source_id), 'jpeg', 96, 128, str(source_id),
-      [(0.1, 0.1, 0.6, 0.5)], [1]).SerializeToString()
+def _ids(batches):
+  """Source ids of the valid rows, in batch order."""
+  return [int(i) for _, labels in batches
+          for i, v in zip(labels['source_id'].numpy(), labels['valid'].numpy())
+          if v]
 
 
 class BuildDatasetTest(tf.test.TestCase):
@@ -43,67 +41,163 @@ class BuildDatasetTest(tf.test.TestCase):
     super().setUp()
     self.root = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, self.root)
-    # Ids 1..9 over 3 shards; 4 and 8 have corrupt images.
-    corrupt = {4: b'\xff\xd8\xff\xe0' + b'\x00' * 300,
-               8: b'not an image at all'}
-    ids = list(range(1, 10))
-    for shard in range(3):
-      _write(os.path.join(self.root, f'rec-{shard:05d}-of-00003.tfrecord'),
-             [_example(i, corrupt.get(i)) for i in ids[shard::3]])
-    self.pattern = os.path.join(self.root, 'rec-*')
-    self.eval_fn = pipeline.make_parser_fn(
-        detection_parser.EvalParser(128, max_level=5))
+    corrupt = {3: b'\xff\xd8\xff\xe0' + b'\x00' * 200, 6: b'not an image'}
+    for shard, ids in enumerate([(1, 2, 3), (4, 5, 6, 7)]):
+      path = os.path.join(self.root, f'r-{shard}.tfrecord')
+      with tf.io.TFRecordWriter(path) as writer:
+        for i in ids:
+          writer.write(tf_example.build_detection_example(
+              corrupt.get(i) or _jpeg(i), 'jpeg', 64, 96, str(i),
+              [(0.1, 0.2, 0.6, 0.7)], [1]).SerializeToString())
+    self.pattern = os.path.join(self.root, 'r-*.tfrecord')
+    self.decode = decoder_lib.DetectionDecoder(decode_image=False).decode
+    self.eval_parser = detection_parser.EvalParser(128, max_level=5)
+    self.train_parser = detection_parser.TrainParser(
+        128, aug_scale_min=0.5, aug_scale_max=1.5, **_ANCHORS)
 
-  def _source_ids(self, dataset):
-    return sorted(int(i) for _, labels in dataset
-                  for i in labels['source_id'].numpy())
+  def _eval(self, global_batch_size, **kwargs):
+    return pipeline.build_dataset(self.pattern, self.decode, self.eval_parser,
+                                  global_batch_size, training=False, **kwargs)
 
-  def test_corrupt_images_are_skipped_and_counted(self):
+  def test_eval_skips_corrupt_records_counts_them_and_pads_the_last_batch(self):
     counter = tf.Variable(0, dtype=tf.int64)
-    ds = pipeline.build_dataset(self.pattern, self.eval_fn, batch_size=2,
-                                is_training=False, skip_counter=counter)
-    self.assertEqual(self._source_ids(ds), [1, 2, 3, 5, 6, 7, 9])
+    batches = list(self._eval(2, skip_counter=counter))
+    self.assertEqual(self._all_rows(batches), 6)  # 5 images + 1 padding row
+    for images, labels in batches:
+      self.assertEqual(images.shape, (2, 128, 128, 3))
+      self.assertEqual(labels['valid'].dtype, tf.bool)
+    # One record from each file in turn, each file in order.
+    self.assertEqual(_ids(batches), [1, 4, 2, 5, 7])
     self.assertEqual(int(counter.numpy()), 2)
 
-  def test_training_batches_are_static_and_repeat(self):
-    parser = detection_parser.TrainParser(128, aug_scale_min=0.5,
-                                          aug_scale_max=1.5, **_ANCHORS)
-    ds = pipeline.build_dataset(self.pattern, pipeline.make_parser_fn(parser),
-                                batch_size=4, is_training=True,
-                                shuffle_buffer=4)
+  def _all_rows(self, batches):
+    return sum(int(images.shape[0]) for images, _ in batches)
+
+  def test_eval_reads_each_record_once(self):
+    # The padding row must not come from a second read of the files: that
+    # read would parse (and count as skipped) records a second time.
+    reads = tf.Variable(0, dtype=tf.int64)
+
+    def counting_decode(serialized):
+      reads.assign_add(1)
+      return self.decode(serialized)
+
+    counter = tf.Variable(0, dtype=tf.int64)
+    batches = list(pipeline.build_dataset(
+        self.pattern, counting_decode, self.eval_parser, 4, training=False,
+        skip_counter=counter))
+    self.assertLen(batches, 2)  # 5 images + 3 padding rows
+    self.assertEqual(int(reads.numpy()), 7)
+    self.assertEqual(int(counter.numpy()), 2)
+    padding = batches[-1][1]
+    self.assertAllEqual(padding['valid'], [True, False, False, False])
+    self.assertAllEqual(batches[-1][0][1:], tf.zeros((3, 128, 128, 3)))
+
+  def test_training_batches_are_static_repeat_and_go_past_corrupt_records(self):
+    counter = tf.Variable(0, dtype=tf.int64)
+    ds = pipeline.build_dataset(self.pattern, self.decode, self.train_parser,
+                                4, training=True, shuffle_buffer=4,
+                                skip_counter=counter)
     images, labels = ds.element_spec
     self.assertEqual(images.shape, (4, 128, 128, 3))
     self.assertEqual(labels['cls_targets']['3'].shape, (4, 16, 16, 1))
     self.assertEqual(labels['box_weights'].shape, (4, 16 * 16 + 8 * 8 + 4 * 4))
-    batches = list(ds.take(5))  # 7 good records: must repeat
+    self.assertNotIn('valid', labels)
+    batches = list(ds.take(5))  # 20 examples: 4 passes over the 5 good ones
     self.assertLen(batches, 5)
-    self.assertTrue(np.isfinite(batches[-1][0].numpy()).all())
+    for images, labels in batches:
+      self.assertTrue(np.isfinite(images.numpy()).all())
+      # Every good image has one box, so every row has positive anchors.
+      self.assertAllGreater(tf.reduce_sum(labels['box_weights'], axis=1), 0)
+    self.assertGreaterEqual(int(counter.numpy()), 2)
 
-  def test_deterministic_runs_are_identical(self):
-    parser = detection_parser.TrainParser(128, aug_scale_min=0.5,
-                                          aug_scale_max=1.5, **_ANCHORS)
-    fn = pipeline.make_parser_fn(parser)
+  def test_a_seed_fixes_order_and_augmentation(self):
 
-    def run():
-      ds = pipeline.build_dataset(self.pattern, fn, batch_size=3,
-                                  is_training=True, deterministic=True, seed=5)
-      return [b for b in ds.take(2)]
+    def run(seed):
+      ds = pipeline.build_dataset(self.pattern, self.decode, self.train_parser,
+                                  3, training=True, seed=seed)
+      return [b for b in ds.take(3)]
 
-    first, second = run(), run()
-    tf.nest.map_structure(self.assertAllEqual, first, second)
+    first = run(5)
+    tf.nest.map_structure(self.assertAllEqual, first, run(5))
+    self.assertNotAllClose(first[0][0], run(6)[0][0])
 
-  def test_input_context_shards_the_files(self):
+  def test_parser_gets_a_different_seed_for_every_example_and_pass(self):
+    seen = []
+
+    def parse(decoded, seed):
+      return decoded['source_id'], {'seed': seed}
+
+    ds = pipeline.build_dataset(self.pattern, self.decode, parse, 5,
+                                training=True, seed=1, shuffle_buffer=1)
+    for _, labels in ds.take(4):  # 20 examples: 4 passes over the 5 good ones
+      seen.extend(tuple(s) for s in labels['seed'].numpy())
+    self.assertLen(set(seen), 20)
+
+  def test_input_context_shards_files_and_batches_per_replica(self):
     seen = []
     for pipeline_id in range(2):
       context = tf.distribute.InputContext(
           num_input_pipelines=2, input_pipeline_id=pipeline_id,
-          num_replicas_in_sync=2)
-      ds = pipeline.build_dataset(self.pattern, self.eval_fn, batch_size=2,
-                                  is_training=False, input_context=context)
-      self.assertEqual(ds.element_spec[0].shape[0], None)
-      seen.append(self._source_ids(ds))
-    self.assertEqual(sorted(seen[0] + seen[1]), [1, 2, 3, 5, 6, 7, 9])
-    self.assertFalse(set(seen[0]) & set(seen[1]))
+          num_replicas_in_sync=4)
+      ds = self._eval(8, input_context=context)
+      self.assertEqual(ds.element_spec[0].shape[0], 2)  # 8 / 4 replicas
+      seen.append(_ids(ds))
+    # Pipeline 0 reads file 0 (ids 1-3), pipeline 1 reads file 1 (4-7).
+    self.assertEqual(seen, [[1, 2], [4, 5, 7]])
+
+  def test_fewer_files_than_pipelines_shards_records(self):
+    seen = []
+    for pipeline_id in range(3):
+      context = tf.distribute.InputContext(
+          num_input_pipelines=3, input_pipeline_id=pipeline_id,
+          num_replicas_in_sync=3)
+      seen.append(_ids(self._eval(3, input_context=context)))
+    # Records in interleave order 1 4 2 5 3 6 7; pipeline i keeps i, i+3, ...
+    self.assertEqual(seen, [[1, 5, 7], [4], [2]])  # 3 and 6 skipped
+
+  def test_a_dataset_source_is_parsed_padded_and_not_sharded_again(self):
+    examples = tf.data.Dataset.from_tensor_slices(
+        {'value': [1.0, 2.0, 3.0], 'id': [10, 20, 30]})
+    context = tf.distribute.InputContext(
+        num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=2)
+
+    def parse(decoded, seed):
+      del seed
+      return decoded['value'] * 2, {'id': decoded['id']}
+
+    ds = pipeline.build_dataset(
+        examples, lambda e: e, parse, 4, training=False, input_context=context)
+    batches = list(ds)
+    self.assertLen(batches, 2)  # per-replica batch 2: 3 examples + 1 padding
+    values = np.concatenate([f for f, _ in batches])
+    ids = np.concatenate([l['id'] for _, l in batches])
+    valid = np.concatenate([l['valid'] for _, l in batches])
+    np.testing.assert_array_equal(values, [2, 4, 6, 0])
+    np.testing.assert_array_equal(ids, [10, 20, 30, 0])
+    np.testing.assert_array_equal(valid, [True, True, True, False])
+
+  def test_cache_reads_the_source_once_over_many_passes(self):
+    reads = tf.Variable(0, dtype=tf.int64)
+
+    def count(x):
+      reads.assign_add(1)
+      return x
+
+    def parse(x, seed):
+      del seed
+      return x, {'x': x}
+
+    def read_passes(cache):
+      reads.assign(0)
+      source = tf.data.Dataset.range(4).map(count)
+      ds = pipeline.build_dataset(source, lambda e: e, parse, 2, training=True,
+                                  cache=cache, shuffle_buffer=1, seed=0)
+      list(ds.take(6))  # 12 examples: 3 passes
+      return int(reads.numpy())
+
+    self.assertEqual(read_passes(cache=True), 4)
+    self.assertGreaterEqual(read_passes(cache=False), 12)
 
   def test_map_skipping_failures_on_any_dataset(self):
     counter = tf.Variable(0, dtype=tf.int64)
@@ -114,10 +208,20 @@ class BuildDatasetTest(tf.test.TestCase):
     self.assertEqual([int(v) for v in ds], [1, 3, 5])
     self.assertEqual(int(counter.numpy()), 2)
 
-  def test_no_files_names_the_pattern(self):
-    with self.assertRaisesRegex(ValueError, 'nothing-here-.*matched no files'):
-      pipeline.build_dataset(self.root + '/nothing-here-*', self.eval_fn, 2,
-                             is_training=False)
+  def test_a_glob_that_matches_nothing_is_named(self):
+    pattern = f'{self.pattern},{self.root}/nothing-here-*'
+    with self.assertRaisesRegex(
+        ValueError, r"No file matches '.*nothing-here-\*' \(from "
+        r"train_data.file_pattern="):
+      pipeline.build_dataset(pattern, self.decode, self.train_parser, 2,
+                             training=True,
+                             source_name='train_data.file_pattern')
+
+  def test_list_files_sorts_within_each_glob_in_the_given_order(self):
+    files = pipeline.list_files([os.path.join(self.root, 'r-1*'),
+                                 os.path.join(self.root, 'r-*')])
+    self.assertEqual([os.path.basename(f) for f in files],
+                     ['r-1.tfrecord', 'r-0.tfrecord', 'r-1.tfrecord'])
 
 
 if __name__ == '__main__':
