@@ -59,6 +59,12 @@ def _logits(x):
 
 class DetectionExportModuleTest(tf.test.TestCase):
 
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.module = _detector()
+    cls.fns = cls.module.signatures()  # traced once for the class
+
   def _check_one(self, out, index, image_size, scale, valid_height):
     h, w = image_size
     boxes = np.array([[4, 8, 16, 32], [0, 0, 40, 40], [0, 0, 0, 0]]) / scale
@@ -70,9 +76,8 @@ class DetectionExportModuleTest(tf.test.TestCase):
     self.assertEqual(int(out[sig.NUM_DETECTIONS][index]), 2)
 
   def test_image_tensor_boxes_in_the_callers_pixels(self):
-    fns = _detector().signatures()
-    self.assertCountEqual(fns, sig.SIGNATURES)
-    out = fns[sig.IMAGE_TENSOR](tf.zeros([2, 16, 8, 3], tf.uint8))
+    self.assertCountEqual(self.fns, sig.SIGNATURES)
+    out = self.fns[sig.IMAGE_TENSOR](tf.zeros([2, 16, 8, 3], tf.uint8))
     self.assertEqual(out[sig.NUM_DETECTIONS].dtype, tf.int32)
     self.assertEqual(out[sig.DETECTION_CLASSES].dtype, tf.int32)
     # 16 x 8 fits 32 x 32 at scale 2: valid 32 x 16.
@@ -80,7 +85,7 @@ class DetectionExportModuleTest(tf.test.TestCase):
       self._check_one(out, i, (16, 8), 2.0, 32)
 
   def test_bytes_are_prepared_one_by_one(self):
-    out = _detector().signatures()[sig.IMAGE_BYTES](
+    out = self.fns[sig.IMAGE_BYTES](
         tf.constant([_png(16, 8), _png(64, 32)]))
     self._check_one(out, 0, (16, 8), 2.0, 32)
     self._check_one(out, 1, (64, 32), 0.5, 32)
@@ -88,7 +93,7 @@ class DetectionExportModuleTest(tf.test.TestCase):
   def test_tf_examples_read_image_encoded(self):
     example = tf.train.Example()
     example.features.feature['image/encoded'].bytes_list.value.append(_png(8, 16))
-    out = _detector().signatures()[sig.TF_EXAMPLE](
+    out = self.fns[sig.TF_EXAMPLE](
         tf.constant([example.SerializeToString()]))
     self._check_one(out, 0, (8, 16), 2.0, 16)
 
@@ -105,10 +110,9 @@ class DetectionExportModuleTest(tf.test.TestCase):
       fns[sig.TF_EXAMPLE](tf.constant([tf.train.Example().SerializeToString()]))
 
   def test_saved_signatures_keep_their_input_names(self):
-    module = _detector()
     path = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, path)
-    tf.saved_model.save(module, path, signatures=module.signatures())
+    tf.saved_model.save(self.module, path, signatures=self.fns)
     loaded = tf.saved_model.load(path)
     out = loaded.signatures[sig.IMAGE_BYTES](image_bytes=tf.constant([_png(16, 8)]))
     self.assertCountEqual(out, sig.DETECTION_OUTPUTS)
