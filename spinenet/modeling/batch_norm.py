@@ -23,6 +23,13 @@ class BatchNormalization(keras.layers.BatchNormalization):
   Same arguments, variables and config as `keras.layers.BatchNormalization`.
   """
 
+  def build_from_config(self, config):
+    # Keras builds a layer it rebuilds from a config outside the layer's name
+    # scope; a call builds it inside. Build it inside here too, so that the
+    # variables keep their names ('<layer name>/gamma:0', ...).
+    with tf.name_scope(self._name_scope()):
+      super().build_from_config(config)
+
   def _fusable(self, inputs, training, mask):
     # Keras' own reading of `training` (False for a frozen layer).
     return (self.synchronized and self._get_training_value(training) is True

@@ -58,14 +58,18 @@ class RetinaNetHead(keras.layers.Layer):
         use_separable_conv=use_separable_conv, activation=activation,
         use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
         norm_epsilon=norm_epsilon, winograd_min_size=winograd_min_size)
-    self._kernel_regularizer = kernel_regularizer
+    self._kernel_regularizer = keras.regularizers.get(kernel_regularizer)
     self._act = activations.get(activation)
     self.levels = [str(l) for l in range(min_level, max_level + 1)]
+
+  def build(self, input_shape):
+    c = self._config
     self.class_convs, self.class_norms, self.classifier = self._subnet(
-        'class', num_classes * num_anchors,
+        'class', c['num_classes'] * c['num_anchors'],
         keras.initializers.Constant(-math.log((1 - _PRIOR_PROBABILITY) / _PRIOR_PROBABILITY)))
     self.box_convs, self.box_norms, self.box_regressor = self._subnet(
-        'box', 4 * num_anchors, 'zeros')
+        'box', 4 * c['num_anchors'], 'zeros')
+    super().build(input_shape)
 
   def _conv(self, filters, name, bias_initializer, predictor):
     c = self._config
@@ -146,10 +150,14 @@ class ClassificationHead(keras.layers.Layer):
     if fusion not in ('average', 'top'):
       raise ValueError(f"`fusion` must be 'average' or 'top'. Received: fusion={fusion!r}")
     self.num_classes, self.dropout_rate, self.fusion = num_classes, dropout_rate, fusion
-    self.dropout = keras.layers.Dropout(dropout_rate)
+    self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+  def build(self, input_shape):
+    self.dropout = keras.layers.Dropout(self.dropout_rate)
     self.linear = keras.layers.Dense(
-        num_classes, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-        kernel_regularizer=kernel_regularizer, name='logits')
+        self.num_classes, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+        kernel_regularizer=self.kernel_regularizer, name='logits')
+    super().build(input_shape)
 
   @tf.autograph.experimental.do_not_convert
   def call(self, features, training=None):
@@ -164,4 +172,6 @@ class ClassificationHead(keras.layers.Layer):
 
   def get_config(self):
     return dict(super().get_config(), num_classes=self.num_classes,
-                dropout_rate=self.dropout_rate, fusion=self.fusion)
+                dropout_rate=self.dropout_rate, fusion=self.fusion,
+                kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer)
+                if self.kernel_regularizer else None)

@@ -15,6 +15,18 @@ from spinenet.modeling import batch_norm
 from spinenet.modeling import winograd_conv
 
 
+def new_initializer(spec):
+  """A Keras initializer of its own for one layer, from a name, config or instance.
+
+  An instance is copied: Keras gives every layer that shares one unseeded
+  initializer instance the same initial values.
+  """
+  initializer = keras.initializers.get(spec)
+  if initializer is spec:
+    initializer = type(spec).from_config(spec.get_config())
+  return initializer
+
+
 @dataclasses.dataclass(frozen=True)
 class BlockOptions:
   """Options shared by every conv / norm / activation in a backbone.
@@ -40,13 +52,13 @@ class BlockOptions:
   def conv(self, filters, kernel_size, strides=1, name=None, **kwargs):
     return winograd_conv.conv2d(
         filters, kernel_size, strides, self.winograd_min_size, use_bias=False,
-        kernel_initializer=keras.initializers.get(self.kernel_initializer),
+        kernel_initializer=new_initializer(self.kernel_initializer),
         kernel_regularizer=self.kernel_regularizer, name=name, **kwargs)
 
   def depthwise_conv(self, kernel_size, strides=1, name=None):
     return keras.layers.DepthwiseConv2D(
         kernel_size, strides=strides, padding='same', use_bias=False,
-        depthwise_initializer=keras.initializers.get(self.kernel_initializer),
+        depthwise_initializer=new_initializer(self.kernel_initializer),
         depthwise_regularizer=self.kernel_regularizer, name=name)
 
   def norm(self, name=None):
@@ -124,13 +136,13 @@ class SqueezeExcite(keras.layers.Layer):
     self.activation = activation
     self.gating = gating
     self.kernel_initializer = kernel_initializer
-    self.kernel_regularizer = kernel_regularizer
+    self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
   def build(self, input_shape):
     channels = input_shape[-1]
     conv = lambda f, name: keras.layers.Conv2D(  # noqa: E731
         f, 1, use_bias=True, name=name,
-        kernel_initializer=keras.initializers.get(self.kernel_initializer),
+        kernel_initializer=new_initializer(self.kernel_initializer),
         kernel_regularizer=self.kernel_regularizer)
     self.reduce = conv(self.reduced_filters, 'reduce')
     self.expand = conv(channels, 'expand')
@@ -147,7 +159,9 @@ class SqueezeExcite(keras.layers.Layer):
     return dict(super().get_config(), reduced_filters=self.reduced_filters,
                 activation=self.activation, gating=self.gating,
                 kernel_initializer=keras.initializers.serialize(
-                    keras.initializers.get(self.kernel_initializer)))
+                    keras.initializers.get(self.kernel_initializer)),
+                kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer)
+                if self.kernel_regularizer else None)
 
 
 def se_filters(in_filters, se_ratio):

@@ -60,6 +60,26 @@ class RetinaNet(keras.Model):
     self.anchor_config = anchor_config
     self.detection_config = detection_config
 
+  def get_config(self):
+    return {'name': self.name, 'trainable': self.trainable,
+            'backbone': keras.layers.serialize(self.backbone),
+            'head': keras.layers.serialize(self.head),
+            'min_level': self.min_level, 'max_level': self.max_level,
+            'anchor_config': dataclasses.asdict(self.anchor_config),
+            'detection_config': dataclasses.asdict(self.detection_config)}
+
+  @classmethod
+  def from_config(cls, config, custom_objects=None):
+    """Rebuilds the model; `custom_objects` as `keras_objects.custom_objects()`."""
+    config = dict(config)
+    for key in ('backbone', 'head'):
+      config[key] = keras.layers.deserialize(config[key], custom_objects=custom_objects)
+    anchor = dict(config['anchor_config'])
+    anchor['aspect_ratios'] = tuple(anchor['aspect_ratios'])
+    config['anchor_config'] = AnchorConfig(**anchor)
+    config['detection_config'] = DetectionConfig(**config['detection_config'])
+    return cls(**config)
+
   def call(self, images, training=None):
     features = self.backbone(images, training=training)
     features = {str(l): features[str(l)]

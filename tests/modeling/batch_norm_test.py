@@ -91,6 +91,15 @@ class BatchNormalizationTest(tf.test.TestCase):
     self.assertAllClose(tf.cast(y, tf.float32),
                         tf.cast(theirs(x, training=True), tf.float32), rtol=0.05, atol=0.05)
 
+  def test_rebuilt_from_a_model_config_keeps_variable_names(self):
+    inputs = keras.Input((6, 5, 4))
+    model = keras.Model(inputs, batch_norm.BatchNormalization(name='norm')(inputs))
+    clone = keras.Model.from_config(
+        model.get_config(), custom_objects={'BatchNormalization': batch_norm.BatchNormalization})
+    self.assertIsInstance(clone.layers[-1], batch_norm.BatchNormalization)
+    self.assertEqual([w.name for w in clone.weights], [w.name for w in model.weights])
+    self.assertEqual(model.weights[0].name, 'norm/gamma:0')
+
 
 if __name__ == '__main__':
   tf.test.main()
