@@ -25,20 +25,19 @@ are compared with is measured in the same run: best of several 2048^3
 `tf.matmul`s in bfloat16 (and float32, reported too).
 
 The last line is one JSON object: `ours_ms` (the fastest of our exports,
-named by `ours_variant`), `mg_ms`, `ratio` (ours / Model Garden), `mfu`
-(`mfu_convention` says how it is computed), the per-variant medians and the
-detections check.
+named by `ours_variant`), `mg_ms`, `ratio` (best against best: our fastest
+export / the Model Garden's fastest, named by `mg_variant`),
+`ratio_<precision>` (our fastest export at a precision / the Model Garden's
+at the same precision, for each precision both sides exported: its export
+is float32 only, so `ratio_float32`), `mfu` (`mfu_convention` says how it is
+computed), the per-variant medians, the detections check and `env` (machine,
+CPU flags).
 
-With `--mode=accuracy` it instead exports a trained model in every variant
-and prints the COCO AP of each on a validation split (through the
-`serve_bytes` signature, `spinenet.serving.evaluate`), and the difference
-from the plain float32 export in AP points.
+The COCO AP of each export variant of a trained model is
+`benchmarks/serving_accuracy.py` (`--mode=accuracy` here still runs it).
 
 Usage (from the repository root):
   .venv/bin/python -m benchmarks.serving [--iters=5] [--work_dir=/tmp/serving_bench]
-  .venv/bin/python -m benchmarks.serving --mode=accuracy \
-    --gin_file=experiments/demo_cpu.gin --checkpoint=demo_output/model \
-    --val_images=demo_output/shapes/val --val_json=demo_output/shapes/annotations/val.json
 """
 import json
 import multiprocessing
@@ -56,6 +55,11 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 from benchmarks import _model_garden as mg  # noqa: E402  (sets TF env defaults)
+from benchmarks import _machine  # noqa: E402
+from benchmarks import _ratios  # noqa: E402
+from benchmarks import _serving_exports  # noqa: E402
+from benchmarks import _timing  # noqa: E402
+from benchmarks import serving_accuracy  # noqa: E402  (--mode=accuracy)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -72,11 +76,9 @@ from spinenet.training import checkpoint_converter  # noqa: E402
 _BUSY_LOGIT_STDDEV = 1.3
 _BUSY_FRACTION = 0.001
 _SCORE_THRESHOLD = 0.05
-_VARIANTS = {
-    'float32': export_lib.ExportOptions(precision='float32', fold_batch_norm=False),
-    'float32_folded': export_lib.ExportOptions(precision='float32', fold_batch_norm=True),
-    'bfloat16_folded': export_lib.ExportOptions(precision='bfloat16', fold_batch_norm=True),
-}
+_VARIANTS = _serving_exports.VARIANTS
+# The Model Garden's export (`export_inference_graph`) has no precision option.
+_MG_PRECISION = 'float32'
 
 
 def benchmark_image(size, seed=0):
@@ -255,7 +257,7 @@ def export_all(model_id, size, work_dir, variants):
 def benchmark(model_id='49', size=640, iters=5, warmup=1, work_dir=None,
               variants=tuple(_VARIANTS)):
   """Exports (in a child process), loads and times everything; returns the report."""
-  env = mg.env_summary()
+  env = _machine.env_summary()
   own_dir = work_dir is None
   work_dir = work_dir or tempfile.mkdtemp(prefix='serving_bench_')
   try:
@@ -289,8 +291,8 @@ def benchmark(model_id='49', size=640, iters=5, warmup=1, work_dir=None,
                    ' '.join(f'{n}: {t:.0f} ms' for n, t in times.items()),
                    os.getloadavg()[0])
 
-    timed = mg.time_interleaved(fns, (images,), warmup=warmup, iters=iters,
-                                on_round=progress)
+    timed = _timing.time_interleaved(fns, (images,), warmup=warmup, iters=iters,
+                                     on_round=progress)
     peaks_after = {'bfloat16': matmul_gflops(tf.bfloat16), 'float32': matmul_gflops(tf.float32)}
     peaks = {k: max(peaks[k], peaks_after[k]) for k in peaks}
   finally:
@@ -298,7 +300,10 @@ def benchmark(model_id='49', size=640, iters=5, warmup=1, work_dir=None,
       shutil.rmtree(work_dir, ignore_errors=True)
 
   medians = {name: t[0] for name, t in timed.items()}
-  fastest = min(ours, key=lambda n: medians[n])
+  ratios = _ratios.compare(
+      {n: (_serving_exports.precision_of(n), medians[n]) for n in ours},
+      {'model_garden': (_MG_PRECISION, medians['model_garden'])}, digits=4)
+  fastest = ratios['ours_best']
   flops = 2.0 * exports['madds']
   env['load_average_at_end'] = tuple(round(x, 2) for x in os.getloadavg())
   return {
@@ -307,41 +312,15 @@ def benchmark(model_id='49', size=640, iters=5, warmup=1, work_dir=None,
       'load_s': load_s, 'detections_vs_model_garden': checks,
       'busy_pairs': exports['busy_pairs'],
       'ours_ms': medians[fastest], 'ours_variant': fastest,
-      'mg_ms': medians['model_garden'],
-      'ratio': medians[fastest] / medians['model_garden'],
+      'mg_ms': medians[ratios['mg_best']], 'mg_variant': ratios['mg_best'],
+      'ratio': medians[fastest] / medians[ratios['mg_best']],
+      'ratios_per_precision': {k: v for k, v in ratios.items() if k.startswith('ratio_')},
+      'pairs': ratios['pairs'],
       'model_gflop': flops / 1e9,
       'bf16_matmul_gflops': peaks['bfloat16'], 'f32_matmul_gflops': peaks['float32'],
       'mfu': flops / (medians[fastest] / 1e3) / (peaks['bfloat16'] * 1e9),
       'mfu_vs_best_matmul': flops / (medians[fastest] / 1e3) / (max(peaks.values()) * 1e9),
   }
-
-
-def accuracy(gin_files, gin_params, checkpoint, image_dir, annotation_json, work_dir=None,
-             variants=tuple(_VARIANTS)):
-  """COCO AP of each export variant of a trained model on a COCO split.
-
-  Returns:
-    dict `{variant: AP}` plus `ap_delta_points` (each variant's AP minus the
-    plain float32 export's, in AP points, i.e. x100).
-  """
-  from spinenet.serving import evaluate  # pylint: disable=g-import-not-at-top
-  own_dir = work_dir is None
-  work_dir = work_dir or tempfile.mkdtemp(prefix='serving_accuracy_')
-  metrics = {}
-  try:
-    for name in variants:
-      result = export_lib.export_from_config(
-          gin_files, gin_params, os.path.join(work_dir, name), checkpoint=checkpoint,
-          options=_VARIANTS[name])
-      metrics[name] = evaluate.evaluate_saved_model(result.path, image_dir, annotation_json)
-      logging.info('%s: AP %.4f AP50 %.4f', name, metrics[name]['AP'], metrics[name]['AP50'])
-  finally:
-    if own_dir:
-      shutil.rmtree(work_dir, ignore_errors=True)
-  base = metrics.get('float32', next(iter(metrics.values())))['AP']
-  return {'AP': {n: round(m['AP'], 4) for n, m in metrics.items()},
-          'AP50': {n: round(m['AP50'], 4) for n, m in metrics.items()},
-          'ap_delta_points': {n: round(100 * (m['AP'] - base), 2) for n, m in metrics.items()}}
 
 
 def format_report(report):
@@ -359,8 +338,12 @@ def format_report(report):
   lines.append(f"matmul 2048^3: bfloat16 {report['bf16_matmul_gflops']:.1f} GFLOP/s, "
                f"float32 {report['f32_matmul_gflops']:.1f} GFLOP/s; network "
                f"{report['model_gflop']:.1f} GFLOP (2 x multiply-adds)")
-  lines.append(f"ratio (ours {report['ours_variant']} / Model Garden): "
-               f"{report['ratio']:.3f}; mfu {report['mfu']:.2f}")
+  lines.append(f"ratio (ours {report['ours_variant']} / Model Garden "
+               f"{report['mg_variant']}, best against best): {report['ratio']:.3f}; "
+               f"mfu {report['mfu']:.2f}")
+  for precision, (mine, theirs) in report['pairs'].items():
+    lines.append(f"ratio_{precision} (ours {mine} / {theirs}): "
+                 f"{report['ratios_per_precision'][f'ratio_{precision}']:.3f}")
   return '\n'.join(lines)
 
 
@@ -369,32 +352,25 @@ flags.DEFINE_string('model', '49', 'Model id (spinenet.modeling.registry).')
 flags.DEFINE_integer('size', 640, 'Square input size in pixels.')
 flags.DEFINE_integer('iters', 5, 'Timed calls per export.')
 flags.DEFINE_integer('warmup', 1, 'Untimed calls per export first.')
-flags.DEFINE_string('work_dir', None, 'Where exports go (default: a temporary '
-                    'directory, removed at the end). Exports already listed in '
-                    'WORK_DIR/exports.json are reused.')
-flags.DEFINE_list('variants', list(_VARIANTS), f'Our exports to time, of {list(_VARIANTS)}.')
 flags.DEFINE_enum('mode', 'latency', ['latency', 'accuracy'],
-                  'latency: time the exports against the Model Garden. accuracy: COCO AP '
-                  'of each export variant of a trained model (--gin_file, --checkpoint, '
-                  '--val_images, --val_json).')
-flags.DEFINE_multi_string('gin_file', [], 'accuracy: gin file(s) of the trained model.')
-flags.DEFINE_multi_string('gin_param', [], 'accuracy: extra gin bindings.')
-flags.DEFINE_string('checkpoint', None, 'accuracy: checkpoint prefix or model_dir.')
-flags.DEFINE_string('val_images', None, 'accuracy: directory of the validation images.')
-flags.DEFINE_string('val_json', None, 'accuracy: COCO JSON of the validation split.')
+                  'latency: time the exports against the Model Garden. accuracy: the '
+                  'same as python -m benchmarks.serving_accuracy (its flags apply).')
 
 
 def main(argv):
-  del argv
   if FLAGS.mode == 'accuracy':
-    result = accuracy(FLAGS.gin_file, FLAGS.gin_param, FLAGS.checkpoint, FLAGS.val_images,
-                      FLAGS.val_json, FLAGS.work_dir, tuple(FLAGS.variants))
-    print(json.dumps(result), flush=True)
+    logging.info('--mode=accuracy: running python -m benchmarks.serving_accuracy')
+    serving_accuracy.main(argv)
     return
+  try:
+    variants = _serving_exports.check_variants(_serving_exports.VARIANT_NAMES.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   report = benchmark(FLAGS.model, FLAGS.size, FLAGS.iters, FLAGS.warmup,
-                     FLAGS.work_dir, tuple(FLAGS.variants))
+                     _serving_exports.WORK_DIR.value, variants)
   print(format_report(report))
-  summary = {k: report[k] for k in ('ours_ms', 'ours_variant', 'mg_ms', 'ratio', 'mfu',
+  summary = {k: report[k] for k in ('ours_ms', 'ours_variant', 'mg_ms', 'mg_variant',
+                                    'ratio', 'mfu',
                                     'mfu_vs_best_matmul', 'model_gflop',
                                     'bf16_matmul_gflops', 'f32_matmul_gflops')}
   summary = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
@@ -403,7 +379,9 @@ def main(argv):
       'mfu = 2 * multiply-adds of the network (spinenet.modeling.profile.count_flops, '
       'pre/post-processing not counted) / median end-to-end latency of our fastest '
       'export / bfloat16 2048^3 tf.matmul FLOP/s measured in this run')
+  summary.update(report['ratios_per_precision'], pairs=report['pairs'])
   summary['load_average'] = report['env']['load_average_at_end']
+  summary['env'] = report['env']
   print(json.dumps(summary), flush=True)
 
 

@@ -3,10 +3,13 @@
 Evaluates what serving answers (decoding, resizing, the network at the
 export's precision, NMS, boxes in the image's pixels, category ids) with the
 training evaluator (`spinenet.training.coco_evaluator`), so an export can be
-checked against the AP training reported, or two exports against each other:
+checked against the AP training reported, or two exports against each other.
+It sits beside the benchmarks (`benchmarks/serving_accuracy.py` uses it), not
+in `spinenet.serving`, which imports nothing from training:
 
-  metrics = evaluate_saved_model('exports/shapes/1', 'shapes/val',
-                                 'shapes/annotations/val.json')
+  from benchmarks import _saved_model_eval
+  metrics = _saved_model_eval.evaluate_saved_model(
+      'exports/shapes/1', 'shapes/val', 'shapes/annotations/val.json')
   metrics['AP']
 """
 import json
