@@ -18,7 +18,9 @@ and interleaved round by round (`_model_garden.time_interleaved`), medians:
 
 The last line printed is one JSON object:
 `{"ours_raw_ms", "mg_raw_ms", "ours_e2e_ms", "mg_e2e_ms", "mg_e2e_xla_ms",
-"ratio_raw", "ratio_end_to_end", ...}`, ratios ours / Model Garden.
+"ratio_raw", "ratio_end_to_end", ..., "precision", "env"}`, ratios ours /
+Model Garden, both sides in float32; `env` names the machine (CPU model,
+AVX-512 / AVX512-BF16 / AMX, versions, load).
 
 Usage (from the repository root):
   .venv/bin/python -m benchmarks.forward [--model=49] [--size=640] [--iters=10]
@@ -35,6 +37,8 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 from benchmarks import _model_garden as mg  # noqa: E402  (sets TF env defaults)
+from benchmarks import _machine  # noqa: E402
+from benchmarks import _timing  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from spinenet.modeling import registry  # noqa: E402
@@ -138,7 +142,7 @@ def benchmark(model_id='49', size=640, iters=10, warmup=3, postprocess_check=Tru
     description}}`), `skipped` (`{name: description}` of variants that do not
     compile) and the summary keys of the final JSON line.
   """
-  env = mg.env_summary()
+  env = _machine.env_summary()
   logging.info('Building ours (%s @ %d) and the Model Garden\'s.', model_id, size)
   ours = registry.build_retinanet(model_id, input_size=size)
   mg_model = mg.build_mg_retinanet(model_id, size)
@@ -157,8 +161,8 @@ def benchmark(model_id='49', size=640, iters=10, warmup=3, postprocess_check=Tru
     logging.info('round %d/%d | %s | load %.2f', i + 1, iters,
                  ' '.join(f'{n}: {t:.0f}' for n, t in times.items()), os.getloadavg()[0])
 
-  timed = mg.time_interleaved({n: f for n, (f, _) in runnable.items()}, (images,),
-                              warmup=warmup - 1, iters=iters, on_round=progress)
+  timed = _timing.time_interleaved({n: f for n, (f, _) in runnable.items()}, (images,),
+                                   warmup=warmup - 1, iters=iters, on_round=progress)
   descriptions = {n: d for n, (_, d) in runnable.items()}
   logging.info('medians so far (ms): %s', {n: round(m) for n, (m, _, _) in timed.items()})
 
@@ -168,10 +172,10 @@ def benchmark(model_id='49', size=640, iters=10, warmup=3, postprocess_check=Tru
     # The Model Garden's detection generator without XLA takes many seconds
     # per busy image on this CPU: few iterations for it, still interleaved.
     slow = {'mg_post_busy': min(iters, _SLOW_ITERS)}
-    timed.update(mg.time_interleaved({n: f for n, (f, _) in post.items()}, busy,
-                                     warmup=warmup, iters=iters, on_round=progress,
-                                     iters_per_fn=slow,
-                                     warmup_per_fn={'mg_post_busy': 1}))
+    timed.update(_timing.time_interleaved({n: f for n, (f, _) in post.items()}, busy,
+                                          warmup=warmup, iters=iters, on_round=progress,
+                                          iters_per_fn=slow,
+                                          warmup_per_fn={'mg_post_busy': 1}))
     descriptions.update({n: d for n, (_, d) in post.items()})
     detections = _host(post['ours_post_busy'][0](*busy))['num_detections']
     logging.info('busy synthetic logits: ours keeps %s detections', detections)
@@ -235,6 +239,7 @@ def main(argv):
           'mg_post_busy_ms')
   summary = {k: (round(report[k], 3) if isinstance(report[k], float) else report[k])
              for k in keys if k in report}
+  summary.update(precision='float32', env=report['env'])
   print(json.dumps(summary), flush=True)
 
 

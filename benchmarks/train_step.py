@@ -7,8 +7,9 @@ from real boxes, recipe losses (focal 0.25 / 1.5, Huber 0.1, box weight 50,
 weight decay 4e-5), synchronized batch norm and stochastic depth 0.2 in both:
 
 * Model Garden: its own task factory (`retinanet_spinenet_coco`, recipe
-  values) builds the model and its `RetinaNetTask.train_step` runs the step,
-  float32 (`benchmarks/_model_garden.py`).
+  values, `benchmarks/_model_garden.py`) builds the model and its
+  `RetinaNetTask.train_step` runs the step, in float32 and mixed bfloat16
+  (the Keras policy set while the model is built, as its trainer does).
 * ours: `registry.build_retinanet('49')` and `RetinaNetTask.train_step`
   (`spinenet/training`), in float32 and mixed bfloat16; `ours_float32_localbn`
   builds plain batch norm, which on one replica computes the same statistics
@@ -18,10 +19,16 @@ weight decay 4e-5), synchronized batch norm and stochastic depth 0.2 in both:
   convolution (`build_retinanet(winograd_min_size=...)`, a CPU training
   option: same weights, same results to float rounding).
 
-The float32 variants are timed in alternation (so background load hits them
-alike), then the mixed-bfloat16 ones (emulated on CPUs without AVX512-BF16,
-~15x slower); medians over `--iters` steps after `--warmup`. The last line is one JSON
-object; `ratio` = our best median / the Model Garden's (lower is better).
+Each precision is compared with the Model Garden at the same precision. The
+float32 variants are timed in alternation (so background load hits them
+alike), then the mixed-bfloat16 ones, in alternation with each other (on CPUs
+without AVX512-BF16 or AMX, TensorFlow emulates bfloat16 and they are ~15x
+slower; `env` in the JSON says which CPU ran); medians over `--iters` steps
+after `--warmup`. The last line is one JSON object: `<variant>_median_ms`,
+`ratio_float32` and `ratio_mixed_bfloat16` (our fastest variant at that
+precision / the Model Garden's at the same precision, where both were timed),
+`ratio` (our fastest variant overall / the Model Garden's fastest, named by
+`ours_best` and `mg_best`; lower is better) and `env` (machine, CPU flags).
 """
 import json
 import os
@@ -34,7 +41,10 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from benchmarks import _machine
 from benchmarks import _model_garden as mg
+from benchmarks import _ratios
+from benchmarks import _timing
 from spinenet.data import anchor_labeler
 from spinenet.modeling import registry
 from spinenet.training import optimization
@@ -46,8 +56,9 @@ _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps per variant.')
 _ITERS = flags.DEFINE_integer('iters', 10, 'Timed steps per variant.')
 _VARIANTS = flags.DEFINE_list(
     'variants', ['mg_float32', 'ours_float32', 'ours_float32_winograd',
-                 'ours_mixed_bfloat16'],
-    'Variants to time: mg_float32, ours_<float32|mixed_bfloat16>[_localbn]'
+                 'mg_mixed_bfloat16', 'ours_mixed_bfloat16'],
+    'Variants to time: mg_<float32|mixed_bfloat16>, '
+    'ours_<float32|mixed_bfloat16>[_localbn]'
     '[_winograd][_xla] (_localbn: plain instead of synchronized batch norm, the '
     'same math on one replica; _winograd: Winograd 3x3 convs; _xla: jit_compile).')
 _WINOGRAD_MIN_SIZE = flags.DEFINE_integer(
@@ -55,9 +66,9 @@ _WINOGRAD_MIN_SIZE = flags.DEFINE_integer(
     '_winograd variants run as Winograd convolutions.')
 
 _BF16_ITERS = flags.DEFINE_integer(
-    'bf16_iters', 3, 'Timed steps of the mixed_bfloat16 variants (this CPU\'s '
-    'bfloat16 convolution gradients are many times slower than float32); they '
-    'run after the float32 variants.')
+    'bf16_iters', 3, 'Timed steps of the mixed_bfloat16 variants (on CPUs '
+    'without AVX512-BF16 or AMX, bfloat16 is emulated and many times slower '
+    'than float32); they run after the float32 variants.')
 _BF16_WARMUP = flags.DEFINE_integer(
     'bf16_warmup', 1, 'Untimed steps of the mixed_bfloat16 variants (>= 1: tracing).')
 
@@ -96,13 +107,19 @@ def to_model_garden_labels(labels):
   return mg_labels
 
 
-def mg_step(size):
-  """The Model Garden's train step (its task, model and loss code)."""
+def mg_step(size, precision='float32'):
+  """The Model Garden's train step (its task, model and loss code) in `precision`.
+
+  The model is built under the Keras policy `precision`, as the Model
+  Garden's trainer does from `runtime.mixed_precision_dtype`; with bfloat16 it
+  needs no loss scaling, so the optimizer is the same in both precisions.
+  """
   from official.core import task_factory  # pylint: disable=g-import-not-at-top
-  params = mg.make_mg_params('49', size, NUM_CLASSES)
+  params = mg.make_mg_params('49', size, NUM_CLASSES, precision)
   task = task_factory.get_task(params.task)
-  model = task.build_model()
-  model(tf.zeros([1, size, size, 3]), training=False)
+  with mg.keras_precision(precision):
+    model = task.build_model()
+    model(tf.zeros([1, size, size, 3]), training=False)
   optimizer = keras.optimizers.legacy.SGD(0.01, momentum=0.9)
 
   @tf.function
@@ -110,6 +127,13 @@ def mg_step(size):
     return task.train_step((images, labels), model, optimizer)['loss']
   return step, model
 
+
+def variant_precision(name):
+  """The precision of a variant name: `mg_mixed_bfloat16` -> `mixed_bfloat16`."""
+  precision = name.split('_', 1)[1] if '_' in name else ''
+  for suffix in ('_xla', '_localbn', '_winograd'):
+    precision = precision.replace(suffix, '')
+  return precision
 
 
 def ours_step(size, precision, jit=False, sync_bn=True, winograd_min_size=0):
@@ -144,13 +168,14 @@ def main(argv):
   images, labels = make_batch(batch, size)
   steps, params = {}, {}
   for name in _VARIANTS.value:
-    if name == 'mg_float32':
-      fn, model = mg_step(size)
+    precision = variant_precision(name)
+    if precision not in mg.PRECISIONS:
+      raise app.UsageError(f'Unknown variant {name!r}: the precision must be one of '
+                           f'{mg.PRECISIONS}')
+    if name == f'mg_{precision}':
+      fn, model = mg_step(size, precision)
       args = (images, to_model_garden_labels(labels))
     elif name.startswith('ours_'):
-      precision = name[len('ours_'):]
-      for suffix in ('_xla', '_localbn', '_winograd'):
-        precision = precision.replace(suffix, '')
       fn, model = ours_step(
           size, precision, jit='_xla' in name, sync_bn='_localbn' not in name,
           winograd_min_size=_WINOGRAD_MIN_SIZE.value if '_winograd' in name else 0)
@@ -172,15 +197,16 @@ def main(argv):
             f'{k} {v:.0f} ms' for k, v in round_ms.items())
         + f' | load {os.getloadavg()[0]:.2f}', flush=True)
 
-  # The float32 variants are interleaved with each other; the emulated
-  # bfloat16 ones (~15x slower here) run after them, so a minute-long
-  # bfloat16 step never sits between two of the timings being compared.
+  # The float32 variants are interleaved with each other, the bfloat16 ones
+  # (ours and the Model Garden's) after them, with each other: where bfloat16
+  # is emulated (~15x slower) a minute-long step then never sits between two
+  # of the timings being compared.
   fast = {n: f for n, f in steps.items() if n not in slow}
-  timings = mg.time_interleaved(fast, (), warmup=_WARMUP.value,
-                                iters=_ITERS.value, on_round=progress(_ITERS.value))
+  timings = _timing.time_interleaved(fast, (), warmup=_WARMUP.value,
+                                     iters=_ITERS.value, on_round=progress(_ITERS.value))
   if slow:
     print(f'timing {", ".join(slow)} after the others', flush=True)
-    timings.update(mg.time_interleaved(
+    timings.update(_timing.time_interleaved(
         {n: steps[n] for n in slow}, (), warmup=warmup_of[slow[0]],
         iters=_BF16_ITERS.value, on_round=progress(_BF16_ITERS.value)))
   print(f'\nSpineNet-49 RetinaNet train step, batch {batch} at {size}x{size} '
@@ -191,14 +217,14 @@ def main(argv):
           f'{f"{warmup_of[name]}+{iters_of[name]}":>8}{params[name]:>14,}')
   result = {f'{k}_median_ms': round(v[0], 1) for k, v in timings.items()}
   result['timed_steps'] = iters_of
-  ours = {k: v[0] for k, v in timings.items() if k.startswith('ours_')}
-  if ours and 'mg_float32' in timings:
-    best = min(ours, key=ours.get)
-    result['ours_best'] = best
-    result['ratio'] = round(ours[best] / timings['mg_float32'][0], 3)
+
+  def side(prefix):
+    return {k: (variant_precision(k), v[0]) for k, v in timings.items()
+            if k.startswith(prefix)}
+  result.update(_ratios.compare(side('ours_'), side('mg_')))
   result.update(batch=batch, size=size, iters=_ITERS.value,
                 loadavg_at_end=[round(x, 2) for x in os.getloadavg()],
-                env=mg.env_summary())
+                env=_machine.env_summary())
   print(json.dumps(result))
 
 
