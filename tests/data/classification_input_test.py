@@ -147,8 +147,30 @@ class TfRecordTest(tf.test.TestCase):
     np.testing.assert_array_equal(ci.peek_labels(shifted), [0, 2, 3])
 
   def test_no_matching_file_names_the_pattern(self):
-    with self.assertRaisesRegex(ValueError, 'nothing-here'):
+    with self.assertRaisesRegex(
+        ValueError, r"No file matches '/tmp/nothing-here-\*' \(from "
+        'ClassificationDataOptions.file_pattern='):
       ci.build_dataset(_options(file_pattern='/tmp/nothing-here-*'), 32, True)
+    with self.assertRaisesRegex(ValueError, 'nothing-here'):
+      ci.check_labels(_options(file_pattern='/tmp/nothing-here-*'), 4)
+
+  def test_input_context_shards_files_and_batches_per_replica(self):
+    jpeg = _encode(np.zeros((8, 8, 3), np.uint8), 'JPEG')
+    for shard in range(2):
+      _write_records(self.dir, [(jpeg, 10 * shard + i) for i in range(3)],
+                     name=f'part-{shard}')
+    options = _options(file_pattern=os.path.join(self.dir, 'part-*'),
+                       global_batch_size=4)
+    seen = []
+    for pipeline_id in range(2):
+      context = tf.distribute.InputContext(
+          num_input_pipelines=2, input_pipeline_id=pipeline_id,
+          num_replicas_in_sync=2)
+      dataset = ci.build_dataset(options, 16, training=False,
+                                 input_context=context)
+      self.assertEqual(dataset.element_spec[0].shape, (2, 16, 16, 3))
+      seen.append([int(x) for _, l in dataset for x in l['label'][l['valid']]])
+    self.assertEqual(seen, [[0, 1, 2], [10, 11, 12]])
 
 
 def test_random_crop_window_respects_area_and_aspect_ranges():
