@@ -11,7 +11,9 @@ model (skip-bad-records machinery and per-example seeds included). The Model
 Garden side is its `TfExampleDecoder` + `retinanet_input.Parser` (anchors
 taken from the same task) in the pipeline its `InputReader` builds (parallel
 interleave, shuffle, parallel map, batch, prefetch). Rounds alternate
-between the two so a busy machine hurts both.
+between the two so a busy machine hurts both; each round runs a fresh
+iterator (warm-up batches untimed) and stops it, so neither side works in
+the background during the other's round.
 
 Usage:
   python -m benchmarks.input_pipeline [--num_images=256] [--rounds=2]
@@ -115,13 +117,23 @@ def _model_garden_dataset(task):
       tf.data.AUTOTUNE)
 
 
-def _time(iterator):
+def _time(dataset):
+  """Images/s of `dataset` after warm-up, on a fresh iterator.
+
+  Each round starts its own iterator and drops it when done: an iterator
+  left alive keeps filling its prefetch and parallel-map buffers in the
+  background, which would steal the CPU from the other side's round and
+  hand its own next round batches made earlier.
+  """
+  iterator = iter(dataset)
   for _ in range(_WARMUP.value):
     next(iterator)
   start = time.perf_counter()
   for _ in range(_BATCHES.value):
     next(iterator)
-  return _BATCHES.value * _BATCH_SIZE.value / (time.perf_counter() - start)
+  rate = _BATCHES.value * _BATCH_SIZE.value / (time.perf_counter() - start)
+  del iterator
+  return rate
 
 
 def main(argv):
@@ -130,11 +142,11 @@ def main(argv):
     pattern = _write_records(_DATA_DIR.value or tmp)
     task = _task(pattern)
     rates = {'ours': [], 'model_garden': []}
-    iterators = {'ours': iter(_our_dataset(task)),
-                 'model_garden': iter(_model_garden_dataset(task))}
+    datasets = {'ours': _our_dataset(task),
+                'model_garden': _model_garden_dataset(task)}
     for r in range(_ROUNDS.value):
       for name in ('ours', 'model_garden'):
-        rates[name].append(_time(iterators[name]))
+        rates[name].append(_time(datasets[name]))
         logging.info('round %d %s: %.1f images/s', r, name, rates[name][-1])
   ours = statistics.mean(rates['ours'])
   mg = statistics.mean(rates['model_garden'])
