@@ -5,7 +5,10 @@ each SavedModel loaded in this process, SpineNet-49 RetinaNet (91 classes):
 
 * the Model Garden's export (`export_saved_model_lib.export_inference_graph(
   input_type='image_tensor')`, its own preprocessing, network and detection
-  generator), built by `_model_garden.build_mg_retinanet`;
+  generator), built by `_model_garden.build_mg_retinanet`: `model_garden`
+  (float32) and, with `--mg_bfloat16`, `model_garden_bfloat16` (the same
+  export under the `mixed_bfloat16` Keras policy, as its trainer sets it
+  from `runtime.mixed_precision_dtype`: its export has no precision option);
 * ours (`spinenet.serving.export_lib`), the model built as our recipe trains
   it (synchronized batch norm, as the Model Garden's): `float32` (the Keras
   model's variables as they are), `float32_folded` (frozen, batch norms
@@ -28,8 +31,8 @@ The last line is one JSON object: `ours_ms` (the fastest of our exports,
 named by `ours_variant`), `mg_ms`, `ratio` (best against best: our fastest
 export / the Model Garden's fastest, named by `mg_variant`),
 `ratio_<precision>` (our fastest export at a precision / the Model Garden's
-at the same precision, for each precision both sides exported: its export
-is float32 only, so `ratio_float32`), `mfu` (`mfu_convention` says how it is
+at the same precision, for each precision both sides exported: float32,
+and bfloat16 with `--mg_bfloat16`), `mfu` (`mfu_convention` says how it is
 computed), the per-variant medians, the detections check and `env` (machine,
 CPU flags).
 
@@ -77,8 +80,10 @@ _BUSY_LOGIT_STDDEV = 1.3
 _BUSY_FRACTION = 0.001
 _SCORE_THRESHOLD = 0.05
 _VARIANTS = _serving_exports.VARIANTS
-# The Model Garden's export (`export_inference_graph`) has no precision option.
-_MG_PRECISION = 'float32'
+# The Model Garden's exports: name -> the Keras policy it is exported under,
+# and the precision it computes in (compared with ours at that precision).
+_MG_EXPORTS = {'model_garden': ('float32', 'float32'),
+               'model_garden_bfloat16': ('mixed_bfloat16', 'bfloat16')}
 
 
 def benchmark_image(size, seed=0):
@@ -114,19 +119,28 @@ def make_busy(mg_model, image, seed=0):
 
 
 def export_model_garden(model_id, size, image, work_dir):
-  """Builds, busies, saves and exports the Model Garden model; returns paths."""
-  from official.vision.serving import export_saved_model_lib  # pylint: disable=g-import-not-at-top
+  """Builds, busies, saves and exports the Model Garden model (float32); returns paths."""
   model = mg.build_mg_retinanet(model_id, size)
   passing = make_busy(model, image)
   checkpoint = tf.train.Checkpoint(model=model).save(os.path.join(work_dir, 'mg_ckpt', 'ckpt'))
-  export_dir = os.path.join(work_dir, 'mg_export')
-  start = time.monotonic()
-  export_saved_model_lib.export_inference_graph(
-      input_type='image_tensor', batch_size=1, input_image_size=[size, size],
-      params=mg.make_mg_params(model_id, size), checkpoint_path=checkpoint,
-      export_dir=export_dir)
-  logging.info('Model Garden export: %.0f s', time.monotonic() - start)
+  export_dir = export_model_garden_checkpoint(model_id, size, checkpoint, work_dir,
+                                              'model_garden')
   return checkpoint, export_dir, passing
+
+
+def export_model_garden_checkpoint(model_id, size, checkpoint, work_dir, name):
+  """The Model Garden's own export of `checkpoint` as `_MG_EXPORTS[name]`; its path."""
+  from official.vision.serving import export_saved_model_lib  # pylint: disable=g-import-not-at-top
+  policy, _ = _MG_EXPORTS[name]
+  export_dir = os.path.join(work_dir, 'mg_export' if name == 'model_garden' else f'mg_{policy}')
+  start = time.monotonic()
+  with mg.keras_precision(policy):
+    export_saved_model_lib.export_inference_graph(
+        input_type='image_tensor', batch_size=1, input_image_size=[size, size],
+        params=mg.make_mg_params(model_id, size, precision=policy),
+        checkpoint_path=checkpoint, export_dir=export_dir)
+  logging.info('Model Garden %s export: %.0f s', policy, time.monotonic() - start)
+  return export_dir
 
 
 def export_ours(model_id, size, mg_checkpoint, work_dir, variants):
@@ -209,6 +223,11 @@ def _export_step(step, model_id, size, work_dir):
     checkpoint, export_dir, passing = export_model_garden(
         model_id, size, benchmark_image(size), work_dir)
     result = {'checkpoint': checkpoint, 'export': export_dir, 'busy_pairs': passing}
+  elif step in _MG_EXPORTS:
+    with open(os.path.join(work_dir, 'model_garden.json')) as f:
+      checkpoint = json.load(f)['checkpoint']
+    result = {'export': export_model_garden_checkpoint(model_id, size, checkpoint, work_dir,
+                                                       step)}
   elif step.startswith('ours_'):
     with open(os.path.join(work_dir, 'model_garden.json')) as f:
       checkpoint = json.load(f)['checkpoint']
@@ -222,20 +241,23 @@ def _export_step(step, model_id, size, work_dir):
     json.dump(result, f)
 
 
-def export_all(model_id, size, work_dir, variants):
+def export_all(model_id, size, work_dir, variants, mg_exports=('model_garden',)):
   """Exports both sides and counts the network's FLOPs; writes `exports.json`.
 
   Each step runs in a child process (`_export_step`), so the Keras models it
   builds are freed before anything is timed; steps whose `<step>.json` is in
   `work_dir` (an earlier, interrupted run) are not redone.
   """
-  steps = ['model_garden'] + [f'ours_{name}' for name in variants] + ['flops']
+  steps = (['model_garden'] + [n for n in mg_exports if n != 'model_garden'] +
+           [f'ours_{name}' for name in variants] + ['flops'])
   for step in steps:
     if os.path.exists(os.path.join(work_dir, f'{step}.json')):
       logging.info('export step %s: reusing %s.json', step, step)
       continue
     if step.startswith('ours_'):  # A half-written export of an interrupted run.
       shutil.rmtree(os.path.join(work_dir, step), ignore_errors=True)
+    elif step != 'model_garden' and step in _MG_EXPORTS:
+      shutil.rmtree(os.path.join(work_dir, f'mg_{_MG_EXPORTS[step][0]}'), ignore_errors=True)
     child = multiprocessing.get_context('spawn').Process(
         target=_export_step, args=(step, model_id, size, work_dir))
     child.start()
@@ -249,31 +271,37 @@ def export_all(model_id, size, work_dir, variants):
       results[step] = json.load(f)
   with open(os.path.join(work_dir, 'exports.json'), 'w') as f:
     json.dump({'model_garden': results['model_garden']['export'],
+               'model_garden_exports': {n: results[n]['export'] for n in mg_exports},
                'ours': {name: results[f'ours_{name}']['export'] for name in variants},
                'busy_pairs': results['model_garden']['busy_pairs'],
                'madds': results['flops']['madds']}, f)
 
 
 def benchmark(model_id='49', size=640, iters=5, warmup=1, work_dir=None,
-              variants=tuple(_VARIANTS)):
-  """Exports (in a child process), loads and times everything; returns the report."""
+              variants=tuple(_VARIANTS), mg_exports=tuple(_MG_EXPORTS)):
+  """Exports (in child processes), loads and times everything; returns the report.
+
+  `mg_exports` names the Model Garden exports to time (keys of `_MG_EXPORTS`;
+  `model_garden`, the float32 one, is always made: it is the reference of the
+  detections check and its checkpoint is converted into ours).
+  """
   env = _machine.env_summary()
   own_dir = work_dir is None
   work_dir = work_dir or tempfile.mkdtemp(prefix='serving_bench_')
   try:
-    exports_json = os.path.join(work_dir, 'exports.json')
-    if not os.path.exists(exports_json):
-      export_all(model_id, size, work_dir, tuple(variants))
-    else:
-      logging.info('reusing the exports listed in %s', exports_json)
-    with open(exports_json) as f:
+    mg_exports = ('model_garden',) + tuple(n for n in mg_exports if n != 'model_garden')
+    # Steps already done (their <step>.json in work_dir) are reused.
+    export_all(model_id, size, work_dir, tuple(variants), mg_exports)
+    with open(os.path.join(work_dir, 'exports.json')) as f:
       exports = json.load(f)
     ours = {name: exports['ours'][name] for name in variants}
 
-    start = time.monotonic()
-    mg_fn = tf.saved_model.load(exports['model_garden']).signatures['serving_default']
-    load_s = {'model_garden': time.monotonic() - start}
-    fns = {'model_garden': lambda x: mg_fn(inputs=x)}
+    fns, load_s = {}, {}
+    for name, path in exports['model_garden_exports'].items():
+      start = time.monotonic()
+      fn = tf.saved_model.load(path).signatures['serving_default']
+      load_s[name] = time.monotonic() - start
+      fns[name] = lambda x, fn=fn: fn(inputs=x)
     for name, path in ours.items():
       start = time.monotonic()
       fn = tf.saved_model.load(path).signatures['serving_default']
@@ -283,7 +311,7 @@ def benchmark(model_id='49', size=640, iters=5, warmup=1, work_dir=None,
 
     outputs = {name: {k: v.numpy() for k, v in fn(images).items()} for name, fn in fns.items()}
     checks = {name: compare_detections(outputs[name], outputs['model_garden'])
-              for name in ours}
+              for name in fns if name != 'model_garden'}
     peaks = {'bfloat16': matmul_gflops(tf.bfloat16), 'float32': matmul_gflops(tf.float32)}
 
     def progress(i, times):
@@ -302,7 +330,8 @@ def benchmark(model_id='49', size=640, iters=5, warmup=1, work_dir=None,
   medians = {name: t[0] for name, t in timed.items()}
   ratios = _ratios.compare(
       {n: (_serving_exports.precision_of(n), medians[n]) for n in ours},
-      {'model_garden': (_MG_PRECISION, medians['model_garden'])}, digits=4)
+      {n: (_MG_EXPORTS[n][1], medians[n]) for n in exports['model_garden_exports']},
+      digits=4)
   fastest = ratios['ours_best']
   flops = 2.0 * exports['madds']
   env['load_average_at_end'] = tuple(round(x, 2) for x in os.getloadavg())
@@ -330,10 +359,10 @@ def format_report(report):
            'env: ' + ', '.join(f'{k}={v}' for k, v in report['env'].items()),
            f"busy image: {report['busy_pairs']} (anchor, class) pairs above the score "
            'threshold',
-           f"{'export':<18} {'median ms':>10} {'min ms':>9} {'load s':>7}  detections vs MG"]
+           f"{'export':<22} {'median ms':>10} {'min ms':>9} {'load s':>7}  detections vs MG"]
   for name, median in report['medians_ms'].items():
     check = report['detections_vs_model_garden'].get(name)
-    lines.append(f"{name:<18} {median:>10.1f} {report['min_ms'][name]:>9.1f} "
+    lines.append(f"{name:<22} {median:>10.1f} {report['min_ms'][name]:>9.1f} "
                  f"{report['load_s'][name]:>7.1f}  {json.dumps(check) if check else ''}")
   lines.append(f"matmul 2048^3: bfloat16 {report['bf16_matmul_gflops']:.1f} GFLOP/s, "
                f"float32 {report['f32_matmul_gflops']:.1f} GFLOP/s; network "
@@ -352,6 +381,10 @@ flags.DEFINE_string('model', '49', 'Model id (spinenet.modeling.registry).')
 flags.DEFINE_integer('size', 640, 'Square input size in pixels.')
 flags.DEFINE_integer('iters', 5, 'Timed calls per export.')
 flags.DEFINE_integer('warmup', 1, 'Untimed calls per export first.')
+flags.DEFINE_bool('mg_bfloat16', True,
+                  'Also export and time the Model Garden under the mixed_bfloat16 Keras '
+                  'policy (model_garden_bfloat16), so our bfloat16 export is compared with '
+                  'the Model Garden in bfloat16 too.')
 flags.DEFINE_enum('mode', 'latency', ['latency', 'accuracy'],
                   'latency: time the exports against the Model Garden. accuracy: the '
                   'same as python -m benchmarks.serving_accuracy (its flags apply).')
@@ -366,8 +399,9 @@ def main(argv):
     variants = _serving_exports.check_variants(_serving_exports.VARIANT_NAMES.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
+  mg_exports = tuple(_MG_EXPORTS) if FLAGS.mg_bfloat16 else ('model_garden',)
   report = benchmark(FLAGS.model, FLAGS.size, FLAGS.iters, FLAGS.warmup,
-                     _serving_exports.WORK_DIR.value, variants)
+                     _serving_exports.WORK_DIR.value, variants, mg_exports)
   print(format_report(report))
   summary = {k: report[k] for k in ('ours_ms', 'ours_variant', 'mg_ms', 'mg_variant',
                                     'ratio', 'mfu',
