@@ -17,14 +17,27 @@ STRATEGIES = ('auto', 'tpu', 'multi_worker_mirrored', 'mirrored', 'one_device')
 
 
 def _num_workers_in_tf_config():
+  """Workers (chief included) listed in the `TF_CONFIG` environment variable."""
   raw = os.environ.get('TF_CONFIG')
   if not raw:
     return 0
   try:
-    cluster = json.loads(raw).get('cluster', {})
+    config = json.loads(raw)
   except json.JSONDecodeError as e:
     raise ValueError(f'TF_CONFIG is not valid JSON ({e}): {raw[:200]!r}') from None
-  return len(cluster.get('worker', [])) + len(cluster.get('chief', []))
+  cluster = config.get('cluster', {}) if isinstance(config, dict) else None
+  if not isinstance(cluster, dict):
+    raise ValueError('TF_CONFIG must be a JSON object with a "cluster" object, '
+                     'e.g. {"cluster": {"worker": ["host1:2222", "host2:2222"]}, '
+                     f'"task": {{"type": "worker", "index": 0}}}}. Received: {raw[:200]!r}')
+  count = 0
+  for job in ('worker', 'chief'):
+    addresses = cluster.get(job, [])
+    if not isinstance(addresses, list):
+      raise ValueError(f'TF_CONFIG cluster.{job} must be a list of "host:port" '
+                       f'addresses. Received: {addresses!r}')
+    count += len(addresses)
+  return count
 
 
 def resolve_name(name: str, tpu=None) -> str:

@@ -66,6 +66,16 @@ class ResolveNameTest(tf.test.TestCase):
       with self.assertRaisesRegex(ValueError, 'TF_CONFIG is not valid JSON'):
         strategies.resolve_name('auto')
 
+  def test_tf_config_of_the_wrong_shape_is_named(self):
+    cases = {'[]': 'JSON object with a "cluster"',
+             '{"cluster": ["a:1"]}': 'JSON object with a "cluster"',
+             '{"cluster": {"worker": "a:1"}}': 'cluster.worker must be a list'}
+    for raw, message in cases.items():
+      with self.subTest(tf_config=raw):
+        with mock.patch.dict(os.environ, {'TF_CONFIG': raw}):
+          with self.assertRaisesRegex(ValueError, message):
+            strategies.resolve_name('auto')
+
 
 class ChiefTest(tf.test.TestCase):
 
