@@ -263,3 +263,37 @@ class EvalParser:
         'groundtruths': groundtruths,
     }
     return tf.cast(image, self._dtype), labels
+
+
+def check_class_ids(labels, num_classes: int, where: str = 'records'):
+  """Fails if `labels` hold a class index outside `[0, num_classes)`.
+
+  Out-of-range indices would otherwise train as background (their one-hot
+  row is all zeros). Meant for `pipeline.build_dataset(check_fn=...)`, which
+  applies it outside the skip-and-count step, so such a record stops the
+  input with this message instead of being skipped.
+
+  Args:
+    labels: a `TrainParser` labels dict (`cls_targets`) or an `EvalParser`
+      one (`groundtruths.classes`, -1 padding), batched or not.
+    num_classes: the model's number of classes (gin `NUM_CLASSES`).
+    where: what the records are called in the message (e.g. the option
+      naming the files).
+
+  Returns:
+    `labels`, unchanged, after an assertion on the largest class index.
+  """
+  if 'cls_targets' in labels:
+    parts = [tf.reshape(t, [-1]) for t in labels['cls_targets'].values()]
+  else:
+    parts = [tf.reshape(labels['groundtruths']['classes'], [-1])]
+  classes = tf.cast(tf.concat(parts, 0), tf.int64)
+  largest = tf.reduce_max(tf.concat([classes, [-1]], 0))
+  check = tf.debugging.Assert(
+      largest < num_classes,
+      [f'{where}: a record has category id', largest,
+       f'but the model has num_classes={num_classes} (gin NUM_CLASSES); class '
+       f'indices must be < {num_classes}. Raise NUM_CLASSES or remap the '
+       'category ids.'])
+  with tf.control_dependencies([check]):
+    return tf.nest.map_structure(tf.identity, labels)
