@@ -7,10 +7,13 @@ anchors have all-zero targets; column 0 is never positive); the box loss is
 the Huber loss averaged over the 4 coordinates; both are summed over anchors
 and divided by the number of positive anchors plus one.
 
-Unlike the Model Garden, the normalizer is the number of positives of the
-GLOBAL batch (summed over replicas), so a loss computed on N replicas equals
-the one computed on one device with the same global batch (see
-`RetinaNetLoss.__call__`'s `num_positives` argument).
+Which positives normalize is `LossOptions.normalizer_scope`: 'replica'
+(default; the authors' TF1 code and the Model Garden) counts each replica's
+own positives, so the training loss is the mean over replicas of per-replica
+losses; 'global' counts the positives of the whole global batch (summed over
+replicas), so a loss computed on N replicas equals the one computed on one
+device with the same global batch (`RetinaNetLoss.__call__`'s
+`num_positives` argument; `RetinaNetTask.build_losses` does the all-reduce).
 
 Levels are handled one at a time (no concatenation of all anchors), which
 avoids copying the largest tensors of the step.
@@ -18,6 +21,8 @@ avoids copying the largest tensors of the step.
 import dataclasses
 
 import tensorflow as tf
+
+NORMALIZER_SCOPES = ('replica', 'global')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,13 +35,21 @@ class LossOptions:
     focal_loss_gamma: focusing exponent.
     huber_loss_delta: Huber transition point, in encoded box units.
     box_loss_weight: multiplies the box loss in the total.
+    normalizer_scope: whose positive anchors divide the sums: 'replica'
+      (each replica's own, as both references) or 'global' (the global
+      batch's, independent of the number of replicas).
   """
   focal_loss_alpha: float = 0.25
   focal_loss_gamma: float = 1.5
   huber_loss_delta: float = 0.1
   box_loss_weight: float = 50.0
+  normalizer_scope: str = 'replica'
 
   def __post_init__(self):
+    if self.normalizer_scope not in NORMALIZER_SCOPES:
+      raise ValueError(
+          f'`LossOptions.normalizer_scope` must be one of {NORMALIZER_SCOPES}. '
+          f'Received: normalizer_scope={self.normalizer_scope!r}')
     if not 0.0 <= self.focal_loss_alpha <= 1.0:
       raise ValueError('`focal_loss_alpha` must be in [0, 1]. Received: '
                        f'focal_loss_alpha={self.focal_loss_alpha}')

@@ -20,17 +20,25 @@ class DataOptions:
     file_pattern: glob(s) of TFRecord files (`spinenet-create-coco-tfrecord`
       output), comma-separated; local or `gs://`.
     global_batch_size: examples per step over all replicas.
-    shuffle_buffer: training shuffle buffer.
+    shuffle_buffer: training shuffle buffer (10,000: the Model Garden's
+      `shuffle_buffer_size`; serialized COCO records average ~160 KB, so
+      ~1.6 GB of host memory per input pipeline).
     cache: keep serialized records in memory (small datasets).
     aug_rand_hflip: random horizontal flip (training).
     aug_scale_min, aug_scale_max: scale jitter range (training).
     match_threshold, unmatched_threshold: anchor IoU thresholds.
     max_num_instances: ground-truth boxes kept per evaluation image.
+    crowd_as_ignore: training only. False (default, as the authors' TF1
+      code and the Model Garden: `skip_crowd_during_training`): crowd boxes
+      are dropped before anchor labeling, so anchors on crowds count as
+      background. True: crowd boxes are not targets but anchors whose IoU
+      with one reaches `unmatched_threshold` (and that match no other box)
+      are ignored, neither positive nor negative.
     seed: optional seed of file order, shuffling and augmentation.
   """
   file_pattern: str = ''
   global_batch_size: int = 64
-  shuffle_buffer: int = 1000
+  shuffle_buffer: int = 10000
   cache: bool = False
   aug_rand_hflip: bool = True
   aug_scale_min: float = 1.0
@@ -38,6 +46,7 @@ class DataOptions:
   match_threshold: float = 0.5
   unmatched_threshold: float = 0.5
   max_num_instances: int = 100
+  crowd_as_ignore: bool = False
   seed: Optional[int] = None
 
   def __post_init__(self):
@@ -128,7 +137,8 @@ class RetinaNetTask(base_task.Task):
           anchor_size=info.anchor_size, match_threshold=data.match_threshold,
           unmatched_threshold=data.unmatched_threshold,
           aug_rand_hflip=data.aug_rand_hflip, aug_scale_min=data.aug_scale_min,
-          aug_scale_max=data.aug_scale_max)
+          aug_scale_max=data.aug_scale_max,
+          crowd_as_ignore=data.crowd_as_ignore)
     return detection_parser.EvalParser(
         info.input_size, max_level=info.max_level,
         max_num_instances=data.max_num_instances)
@@ -149,12 +159,20 @@ class RetinaNetTask(base_task.Task):
 
   # === Losses ===
   def build_losses(self, outputs, labels):
-    """Per-replica losses normalized by the GLOBAL number of positives.
+    """This replica's losses, normalized as `LossOptions.normalizer_scope` says.
 
-    The sums over this replica's anchors are divided by the positives of all
-    replicas (+1) and multiplied by the number of replicas, so the mean over
-    replicas is the loss of the global batch, whatever the split.
+    The base task averages `model_loss` over replicas (gradients summed
+    after scaling by `1 / num_replicas`).
+
+    * 'replica' (the references' behaviour): sums over this replica's
+      anchors divided by this replica's positives + 1; the training loss is
+      the mean of the replicas' losses.
+    * 'global': divided by the positives of all replicas (+1) and multiplied
+      by the number of replicas, so the mean over replicas is the loss of the
+      global batch whatever the split.
     """
+    if self.loss_options.normalizer_scope == 'replica':
+      return self._loss(outputs, labels)
     ctx = tf.distribute.get_replica_context()
     local = tf.reduce_sum(labels['box_weights'])
     num_replicas = ctx.num_replicas_in_sync if ctx is not None else 1

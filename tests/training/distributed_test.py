@@ -2,7 +2,9 @@
 
 * MirroredStrategy over 2 logical CPUs vs one device, same global batch:
   same loss and same weights after one step (sync batch norm, losses
-  normalized by the global number of positives); also with Winograd convs.
+  normalized by the global number of positives); also with Winograd convs;
+  with the default per-replica normalizer, the mean of the two halves'
+  losses, each divided by its own positives.
 * MultiWorkerMirroredStrategy with 2 worker processes on 127.0.0.1: both
   train and end with the same weights.
 """
@@ -67,6 +69,13 @@ def test_mirrored_matches_one_device():
   np.testing.assert_allclose(r['winograd_loss'], r['one_loss'], rtol=1e-4)
   for a, b in zip(one, _weights(r, 'winograd_')):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+  # normalizer_scope='replica' (default): each replica divides by its own
+  # positives; the halves differ, so this is not the global-batch loss.
+  assert int(r['replica_replicas']) == 2
+  assert r['half_positives'][0] != r['half_positives'][1]
+  np.testing.assert_allclose(r['replica_loss'], r['replica_expected_loss'], rtol=1e-4)
+  assert abs(float(r['replica_loss'][0]) - float(r['one_loss'][0])) > 1e-3 * abs(
+      float(r['one_loss'][0]))
 
 
 @pytest.mark.slow

@@ -104,6 +104,12 @@ class LossesTest(tf.test.TestCase):
   def test_bad_options(self):
     with self.assertRaisesRegex(ValueError, 'focal_loss_alpha'):
       losses.LossOptions(focal_loss_alpha=1.5)
+    with self.assertRaisesRegex(ValueError, 'normalizer_scope.*batch'):
+      losses.LossOptions(normalizer_scope='batch')
+
+  def test_default_scope_is_replica(self):
+    # Both references normalize by each replica's own positives.
+    self.assertEqual(losses.LossOptions().normalizer_scope, 'replica')
 
 
 if __name__ == '__main__':

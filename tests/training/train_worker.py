@@ -2,8 +2,10 @@
 
   python train_worker.py parity --records_dir=D --out=F.npz
       one training step of the same global batch on one device and on a
-      MirroredStrategy over 2 logical CPUs; saves losses and weights (and
-      the initial weights).
+      MirroredStrategy over 2 logical CPUs (loss normalizer 'global'), and
+      one mirrored step with the default 'replica' normalizer; saves losses
+      and weights (and the initial weights), and the replica-scope loss
+      computed by hand on one device from the two halves of the batch.
   python train_worker.py multi_worker --records_dir=D --model_dir=M --out=F.npz
       trains with MultiWorkerMirroredStrategy (TF_CONFIG from the parent);
       saves this worker's weights.
@@ -26,16 +28,21 @@ def parity(args):
   cpu = tf.config.list_physical_devices('CPU')[0]
   tf.config.set_logical_device_configuration(
       cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-  from spinenet.training import optimization, retinanet_task, trainer  # pylint: disable=g-import-not-at-top
+  from spinenet.training import losses as losses_lib, optimization, retinanet_task, trainer  # pylint: disable=g-import-not-at-top
   records = _records(args.records_dir)
   data = retinanet_task.DataOptions(records['train'], global_batch_size=4,
                                     aug_rand_hflip=False, seed=0)
+  global_losses = losses_lib.LossOptions(normalizer_scope='global')
   task = retinanet_task.RetinaNetTask(
-      tiny.model_fn(init_stochastic_depth_rate=0.0, use_sync_bn=True), data)
+      tiny.model_fn(init_stochastic_depth_rate=0.0, use_sync_bn=True), data,
+      losses=global_losses)
   # The same model with Winograd 3x3 convs (same variables, same math).
   winograd_task = retinanet_task.RetinaNetTask(
       tiny.model_fn(init_stochastic_depth_rate=0.0, use_sync_bn=True,
-                    winograd_min_size=16), data)
+                    winograd_min_size=16), data, losses=global_losses)
+  # The references' normalizer: each replica's own positives.
+  replica_task = retinanet_task.RetinaNetTask(
+      tiny.model_fn(init_stochastic_depth_rate=0.0, use_sync_bn=True), data)
   options = optimization.OptimizerOptions(warmup_steps=0)
   step_options = trainer.StepOptions(weight_decay=4e-5, gradient_clip_norm=5.0)
   initial = batch = None
@@ -44,7 +51,9 @@ def parity(args):
       ('one', tf.distribute.OneDeviceStrategy('/cpu:0'), task),
       ('mirrored', tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']), task),
       ('winograd', tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']),
-       winograd_task)):
+       winograd_task),
+      ('replica', tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']),
+       replica_task)):
     with strategy.scope():
       model = task.build_model()
       optimizer = optimization.build_optimizer(options, 0.05)
@@ -61,6 +70,22 @@ def parity(args):
     results[f'{name}_replicas'] = np.array(strategy.num_replicas_in_sync)
     for i, w in enumerate(model.get_weights()):
       results[f'{name}_w{i}'] = w
+  # By hand, one device: forward the whole batch (sync batch norm sees the
+  # global batch either way), each half normalized by its own positives.
+  model = replica_task.build_model()
+  model.set_weights(initial)
+  features, labels = batch
+  outputs = model(features, training=True)
+  halves = []
+  for part in (slice(0, 2), slice(2, 4)):
+    cut = lambda t, part=part: t[part]  # pylint: disable=cell-var-from-loop
+    halves.append(float(replica_task.build_losses(
+        tf.nest.map_structure(cut, outputs),
+        tf.nest.map_structure(cut, labels))['model_loss']))
+  results['replica_expected_loss'] = np.array([np.mean(halves)])
+  results['half_positives'] = np.array(
+      [float(tf.reduce_sum(labels['box_weights'][p]))
+       for p in (slice(0, 2), slice(2, 4))])
   for i, w in enumerate(initial):
     results[f'initial_w{i}'] = w
   np.savez(args.out, **results)
