@@ -155,6 +155,69 @@ def list_files(file_pattern: Union[str, Sequence[str]],
   return files
 
 
+# Bytes a TFRecord adds around each record: length (8), its CRC (4), data CRC (4).
+_RECORD_OVERHEAD = 16
+
+
+def _file_size(path: str) -> int:
+  """Size of `path` in bytes, or -1 if it cannot be told (no check then)."""
+  try:
+    return int(tf.io.gfile.stat(path).length)
+  except (tf.errors.OpError, OSError):
+    return -1
+
+
+def read_tfrecord_file(path: tf.Tensor, size: tf.Tensor) -> tf.data.Dataset:
+  """The readable records of one TFRecord file; damage is reported, not fatal.
+
+  A file cut short (a copy that stopped, a full disk) or damaged inside
+  would raise `DataLossError` and stop the whole input. Here the records
+  before the damage are kept, the rest of that file is skipped, and a
+  warning on stderr names the file and how many records were read from it.
+  Damage is told by the bytes read: every record takes its length plus 16
+  bytes, so an intact file's records add up to its size (one integer sum
+  per record; the file is not read twice).
+
+  Args:
+    path: string scalar, a TFRecord file (uncompressed).
+    size: int64 scalar, its size in bytes (`-1`: unknown, no check).
+
+  Returns:
+    `tf.data.Dataset` of string scalars, the file's readable records.
+  """
+  records = tf.data.TFRecordDataset(path, buffer_size=8 << 20).ignore_errors()
+  marked = records.map(lambda r: (r, tf.constant(True))).concatenate(
+      tf.data.Dataset.from_tensors((tf.constant(b''), tf.constant(False))))
+  size = tf.cast(size, tf.int64)
+
+  def account(state, element):
+    count, read = state
+    record, is_record = element
+    count += tf.cast(is_record, tf.int64)
+    read += tf.where(is_record, tf.cast(tf.strings.length(record), tf.int64) +
+                     _RECORD_OVERHEAD, tf.constant(0, tf.int64))
+
+    def warn():
+      tf.print(tf.strings.join([
+          'WARNING spinenet.data.pipeline: ', path, ' is truncated or '
+          'damaged: read ', tf.strings.as_string(count), ' records (',
+          tf.strings.as_string(read), ' of its ', tf.strings.as_string(size),
+          ' bytes); the rest of this file is skipped.']),
+               output_stream=sys.stderr)
+      return tf.constant(True)
+
+    damaged = tf.logical_and(
+        tf.logical_not(is_record),
+        tf.logical_and(size >= 0, tf.not_equal(read, size)))
+    tf.cond(damaged, warn, lambda: tf.constant(False))
+    return (count, read), element
+
+  zero = tf.constant(0, tf.int64)
+  return marked.scan((zero, zero), account).filter(
+      lambda record, is_record: is_record).map(
+          lambda record, is_record: record)
+
+
 def read_records(files: Sequence[str],
                  training: bool,
                  input_context: Optional[tf.distribute.InputContext] = None,
@@ -177,7 +240,9 @@ def read_records(files: Sequence[str],
     cycle_length: most files read at once (one record from each in turn).
 
   Returns:
-    `tf.data.Dataset` of serialized records (string scalars), one pass.
+    `tf.data.Dataset` of serialized records (string scalars), one pass. A
+    truncated or damaged file gives its records up to the damage, with a
+    warning naming it (`read_tfrecord_file`).
   """
   files = list(files)
   num_pipelines, pipeline_id = 1, 0
@@ -187,12 +252,13 @@ def read_records(files: Sequence[str],
   shard_records = len(files) < num_pipelines
   if num_pipelines > 1 and not shard_records:
     files = files[pipeline_id::num_pipelines]
-  dataset = tf.data.Dataset.from_tensor_slices(files)
+  dataset = tf.data.Dataset.from_tensor_slices(
+      (files, [_file_size(f) for f in files]))
   if training:
     dataset = dataset.shuffle(len(files), seed=seed,
                               reshuffle_each_iteration=True)
   dataset = dataset.interleave(
-      lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
+      read_tfrecord_file,
       cycle_length=min(cycle_length, len(files)), block_length=1,
       num_parallel_calls=AUTOTUNE, deterministic=deterministic)
   if shard_records:
@@ -215,11 +281,13 @@ def build_dataset(source: Union[str, Sequence[str], tf.data.Dataset],
                   deterministic: Optional[bool] = None,
                   cycle_length: int = 16,
                   skip_counter: Optional[tf.Variable] = None,
-                  source_name: str = 'file_pattern') -> tf.data.Dataset:
+                  source_name: str = 'file_pattern',
+                  check_fn: Optional[Callable] = None) -> tf.data.Dataset:
   """One input pipeline's batches of parsed examples, for any task.
 
   Steps: read the source (`read_records`: file sharding, file shuffling,
-  parallel interleave, record sharding); cache (optional); for training,
+  parallel interleave, record sharding; a truncated file gives its readable
+  records and a warning naming it); cache (optional); for training,
   repeat and shuffle records; pair each example with an augmentation seed;
   decode and parse in parallel, skipping and counting the examples that
   fail (`map_skipping_failures`); for evaluation, mark examples valid and
@@ -258,6 +326,10 @@ def build_dataset(source: Union[str, Sequence[str], tf.data.Dataset],
       strategy scope.
     source_name: what `source` is called in error messages (e.g.
       `'train_data.file_pattern'`).
+    check_fn: optional `(features, labels) -> (features, labels)` applied to
+      each batch after the skip-and-count step, so an error it raises (e.g.
+      `detection_parser.check_class_ids`) stops the input instead of
+      skipping the record.
 
   Returns:
     `tf.data.Dataset` of `(features, labels)` batched to the per-replica
@@ -303,6 +375,8 @@ def build_dataset(source: Union[str, Sequence[str], tf.data.Dataset],
   if not training:
     dataset = pad_last_batch(dataset, batch_size)
   dataset = dataset.batch(batch_size, drop_remainder=True)
+  if check_fn is not None:
+    dataset = dataset.map(check_fn)
   options = tf.data.Options()
   options.deterministic = deterministic
   dataset = dataset.with_options(options)

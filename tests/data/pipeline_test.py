@@ -1,5 +1,6 @@
 """The one tf.data path: files, sharding, skipping corrupt records, batching,
 evaluation padding, seeds, caching, and already-made example datasets."""
+import contextlib
 import io
 import os
 import shutil
@@ -33,6 +34,21 @@ def _ids(batches):
   return [int(i) for _, labels in batches
           for i, v in zip(labels['source_id'].numpy(), labels['valid'].numpy())
           if v]
+
+
+@contextlib.contextmanager
+def _captured_stderr(into):
+  """Collects what is written to file descriptor 2 (tf.print's stderr)."""
+  with tempfile.TemporaryFile() as f:
+    saved = os.dup(2)
+    os.dup2(f.fileno(), 2)
+    try:
+      yield
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+      f.seek(0)
+      into.append(f.read().decode(errors='replace'))
 
 
 class BuildDatasetTest(tf.test.TestCase):
@@ -216,6 +232,67 @@ class BuildDatasetTest(tf.test.TestCase):
       pipeline.build_dataset(pattern, self.decode, self.train_parser, 2,
                              training=True,
                              source_name='train_data.file_pattern')
+
+  def _cut(self, path, num_bytes):
+    size = os.path.getsize(path)
+    with open(path, 'r+b') as f:
+      f.truncate(size - num_bytes)
+
+  def test_a_truncated_shard_gives_its_readable_records_and_is_named(self):
+    cut = os.path.join(self.root, 'r-1.tfrecord')
+    self._cut(cut, 100)  # ids 4, 5, 6 (corrupt image) stay; 7 is cut
+    counter = tf.Variable(0, dtype=tf.int64)
+    err = []
+    with _captured_stderr(err):
+      batches = list(self._eval(2, skip_counter=counter))
+    self.assertEqual(_ids(batches), [1, 4, 2, 5])
+    self.assertEqual(int(counter.numpy()), 2)  # ids 3 and 6
+    self.assertRegex(err[0], r'r-1\.tfrecord is truncated or damaged: read 3 '
+                     r'records')
+    self.assertNotIn('r-0.tfrecord is', err[0])
+
+  def test_training_goes_on_past_a_truncated_shard(self):
+    self._cut(os.path.join(self.root, 'r-0.tfrecord'), 100)  # cuts id 3
+    self._cut(os.path.join(self.root, 'r-1.tfrecord'), 100)  # cuts id 7
+    seen = []
+
+    def parse(decoded, seed):
+      del seed
+      return decoded['source_id'], {'id': decoded['source_id']}
+
+    err = []
+    with _captured_stderr(err):
+      ds = pipeline.build_dataset(self.pattern, self.decode, parse, 5,
+                                  training=True, shuffle_buffer=1, seed=0)
+      for ids, _ in ds.take(2):  # two passes over the 5 readable records
+        seen.extend(int(i) for i in ids.numpy())
+    self.assertCountEqual(seen, [1, 2, 4, 5, 6] * 2)
+    self.assertIn('r-0.tfrecord is truncated or damaged: read 2 records',
+                  err[0])
+
+  def test_an_intact_file_reads_every_record_without_a_warning(self):
+    err = []
+    path = os.path.join(self.root, 'r-1.tfrecord')
+    with _captured_stderr(err):
+      records = list(pipeline.read_tfrecord_file(
+          tf.constant(path), tf.constant(os.path.getsize(path), tf.int64)))
+    self.assertLen(records, 4)
+    self.assertNotIn('truncated', err[0])
+
+  def test_check_fn_errors_stop_the_input_instead_of_skipping(self):
+    ds = pipeline.build_dataset(
+        self.pattern, self.decode, self.train_parser, 2, training=True,
+        check_fn=lambda images, labels: (images, detection_parser.
+                                          check_class_ids(labels, 1, 'r-*')))
+    with self.assertRaisesRegex(
+        tf.errors.InvalidArgumentError,
+        r'(?s)r-\*: a record has category id.*1.*num_classes=1'):
+      next(iter(ds))
+    fine = pipeline.build_dataset(
+        self.pattern, self.decode, self.train_parser, 2, training=True,
+        check_fn=lambda images, labels: (images, detection_parser.
+                                         check_class_ids(labels, 2)))
+    self.assertEqual(next(iter(fine))[0].shape, (2, 128, 128, 3))
 
   def test_list_files_sorts_within_each_glob_in_the_given_order(self):
     files = pipeline.list_files([os.path.join(self.root, 'r-1*'),
