@@ -23,8 +23,9 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import re
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 from absl import logging
 import tensorflow as tf
@@ -88,6 +89,48 @@ def read_label_map(path: str) -> Dict[int, str]:
   """Reads a label map written by `write_label_map`: category id -> name."""
   with tf.io.gfile.GFile(path) as f:
     return {int(k): v for k, v in json.load(f).items()}
+
+
+_SHARD_NAME = re.compile(r'^(.*)-\d{5}-of-\d{5}\.tfrecord$')
+
+
+def check_category_ids(files: Sequence[str], num_classes: int,
+                       where: str = 'file_pattern'):
+  """Fails early if a label map beside `files` has an id >= `num_classes`.
+
+  Looks for `PREFIX.label_map.json` beside every shard named like
+  `shard_paths` writes (`PREFIX-NNNNN-of-NNNNN.tfrecord`); files named
+  otherwise, or without a label map, are not checked here (the input's
+  in-graph guard, `detection_parser.check_class_ids`, still stops on such a
+  record).
+
+  Args:
+    files: TFRecord paths.
+    num_classes: the model's number of classes (class index = category id).
+    where: what the files are called in the message (e.g. the option).
+
+  Returns:
+    The label map paths checked.
+
+  Raises:
+    ValueError: naming the label map, the ids and `num_classes`.
+  """
+  prefixes = sorted({m.group(1) for m in map(_SHARD_NAME.match, files) if m})
+  checked = []
+  for prefix in prefixes:
+    path = label_map_path(prefix)
+    if not tf.io.gfile.exists(path):
+      continue
+    too_large = sorted(i for i in read_label_map(path) if i >= num_classes)
+    if too_large:
+      raise ValueError(
+          f'{path} (the label map of {where}) has category id(s) '
+          f'{too_large[:10]} >= num_classes={num_classes} of the model (gin '
+          '`NUM_CLASSES`); class index = category id, so they would train '
+          f'as background. Set NUM_CLASSES to at least {too_large[-1] + 1} '
+          'or remap the category ids.')
+    checked.append(path)
+  return checked
 
 
 def _normalized_boxes(image: coco_json.CocoImage, summary: ConversionSummary,

@@ -4,6 +4,7 @@ from typing import Callable, Dict, Optional
 
 import tensorflow as tf
 
+from spinenet.data import coco_converter
 from spinenet.data import decoder as decoder_lib
 from spinenet.data import detection_parser
 from spinenet.data import pipeline
@@ -151,11 +152,19 @@ class RetinaNetTask(base_task.Task):
                        f'it in gin (e.g. `{split.split("_")[0]}/DataOptions.'
                        'file_pattern = "records/train-*.tfrecord"`).')
     decoder = decoder_lib.DetectionDecoder(decode_image=False)
+    source_name = f'RetinaNetTask.{split}.file_pattern'
+    num_classes = self.info.num_classes
+    coco_converter.check_category_ids(
+        pipeline.list_files(data.file_pattern, source_name), num_classes,
+        source_name)
     return pipeline.build_dataset(
         data.file_pattern, decoder.decode, self.build_parser(training),
         data.global_batch_size, training, input_context,
         shuffle_buffer=data.shuffle_buffer, cache=data.cache, seed=data.seed,
-        source_name=f'RetinaNetTask.{split}.file_pattern')
+        source_name=source_name,
+        check_fn=lambda images, labels: (images, detection_parser.
+                                         check_class_ids(labels, num_classes,
+                                                         source_name)))
 
   # === Losses ===
   def build_losses(self, outputs, labels):
