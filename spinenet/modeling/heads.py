@@ -1,6 +1,7 @@
 """Dense prediction heads: the RetinaNet class and box subnets, and the classification head."""
 import math
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -121,24 +122,83 @@ class RetinaNetHead(keras.layers.Layer):
                 if self._kernel_regularizer else None)
 
 
+FUSIONS = ('average', 'level_mean', 'top')
+
+
+def tf1_resize_indices(in_size, out_size):
+  """Source index of each output index of TF1's nearest-neighbour resize.
+
+  `tf.compat.v1.image.resize_nearest_neighbor` with its defaults
+  (`align_corners=False`, `half_pixel_centers=False`):
+  `min(floor(i * in_size / out_size), in_size - 1)`, in float32.
+
+  Args:
+    in_size, out_size: ints, one axis.
+
+  Returns:
+    int numpy array `[out_size]`.
+  """
+  scale = np.float32(in_size) / np.float32(out_size)
+  index = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
+  return np.minimum(index, in_size - 1)
+
+
+def cascade_pool_weights(sizes):
+  """Per-level pooling weights of TF1's `aggregation='all'` along one axis.
+
+  TF1's head starts from the top level and, level by level down to the
+  lowest, nearest-resizes the running sum to the next level's size and adds
+  that level; the lowest-level map is averaged over space. Each output pixel
+  of level `l` therefore reads the pixel the chain of resizes maps it to, so
+  the spatial mean of the result is a weighted sum of each level's pixels.
+  The weights of one axis (they factor over height and width) count how
+  often each index is read, over the lowest level's size.
+
+  Args:
+    sizes: the axis's sizes from the lowest level up, e.g. `[28, 14, 7, 4, 2]`
+      at 224 px.
+
+  Returns:
+    list of float numpy arrays, `[sizes[i]]` each, each summing to 1.
+  """
+  source = np.arange(sizes[0])
+  weights = []
+  for i, size in enumerate(sizes):
+    if i:
+      source = tf1_resize_indices(size, sizes[i - 1])[source]
+    weights.append(np.bincount(source, minlength=size) / float(sizes[0]))
+  return weights
+
+
 class ClassificationHead(keras.layers.Layer):
   """The paper's classification head over multi-level features.
 
-  `fusion='average'` (the paper): P3..P7 nearest-upsampled to P3's size and
-  averaged, then global average pooled. Since nearest upsampling by an integer
-  factor repeats every pixel equally often, this equals the mean over levels
-  of each level's global average pool, which is what is computed (exactly, at
-  a fraction of the cost). `fusion='top'`: the pooled top level only (the
+  `fusion='average'` (default; the paper and the authors' TF1 head with
+  `aggregation='all'`): from the top level down, the running sum is
+  nearest-resized (TF1's `resize_nearest_neighbor`: source index
+  `floor(i * in / out)`) to the next level's size and that level added; the
+  sum over levels is divided by their number and average pooled. Where a
+  level is not an integer multiple of the one above (224 px: level 6 is 4 px,
+  level 5 is 7 px), TF1's resize repeats rows unevenly, so the pool weighs
+  pixels unevenly; this head computes exactly that pool, as a weighted global
+  average of each level (`cascade_pool_weights`), without building the
+  upsampled maps. At sizes with integer factors only (e.g. 256 or 128 px)
+  every weight is equal.
+
+  `fusion='level_mean'`: the mean over levels of each level's plain global
+  average (equal weights at every size; equal to 'average' at sizes with
+  integer factors only). `fusion='top'`: the pooled top level only (the
   Model Garden's SpineNet classifier). Then dropout and a linear layer.
 
   Args:
     num_classes: int.
     dropout_rate: float. Defaults to 0.
-    fusion: 'average' or 'top'.
+    fusion: one of 'average', 'level_mean', 'top'.
     kernel_regularizer: optional regularizer of the linear layer.
 
   Call arguments:
-    features: dict `{str(level): float [B, H_l, W_l, C]}`.
+    features: dict `{str(level): float [B, H_l, W_l, C]}` (static spatial
+      sizes for 'average').
 
   Returns:
     float `[B, num_classes]` logits.
@@ -147,8 +207,8 @@ class ClassificationHead(keras.layers.Layer):
   def __init__(self, num_classes, dropout_rate=0.0, fusion='average',
                kernel_regularizer=None, **kwargs):
     super().__init__(**kwargs)
-    if fusion not in ('average', 'top'):
-      raise ValueError(f"`fusion` must be 'average' or 'top'. Received: fusion={fusion!r}")
+    if fusion not in FUSIONS:
+      raise ValueError(f'`fusion` must be one of {FUSIONS}. Received: fusion={fusion!r}')
     self.num_classes, self.dropout_rate, self.fusion = num_classes, dropout_rate, fusion
     self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
@@ -164,9 +224,31 @@ class ClassificationHead(keras.layers.Layer):
     levels = sorted(features, key=int)
     if self.fusion == 'top':
       x = tf.reduce_mean(features[levels[-1]], axis=[1, 2])
-    else:
+    elif self.fusion == 'level_mean':
       x = tf.add_n([tf.reduce_mean(features[l], axis=[1, 2]) for l in levels])
       x = x / float(len(levels))
+    else:
+      x = self._cascade_average(features, levels)
+    return self._classify(x, training)
+
+  def _cascade_average(self, features, levels):
+    """`[B, C]`: TF1's resize-and-add fusion, pooled (see the class doc)."""
+    shapes = [features[l].shape for l in levels]
+    if any(s[1] is None or s[2] is None for s in shapes):
+      raise ValueError(
+          "ClassificationHead(fusion='average') needs static spatial sizes; "
+          f'got {[tuple(s) for s in shapes]}. Build the model for a fixed input '
+          'size.')
+    rows = cascade_pool_weights([int(s[1]) for s in shapes])
+    cols = cascade_pool_weights([int(s[2]) for s in shapes])
+    pooled = []
+    for level, wh, ww in zip(levels, rows, cols):
+      f = tf.cast(features[level], tf.float32)  # TF1 resizes in float32
+      weights = tf.constant(np.outer(wh, ww)[None, :, :, None], tf.float32)
+      pooled.append(tf.reduce_sum(f * weights, axis=[1, 2]))
+    return tf.add_n(pooled) / float(len(levels))
+
+  def _classify(self, x, training):
     x = self.dropout(x, training=training)
     return self.linear(x)
 
