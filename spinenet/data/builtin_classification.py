@@ -173,7 +173,8 @@ def generate(output_dir: str, num_train: int = 2000, num_val: int = 400,
         Image.fromarray(render_image(rng, label, image_size)).save(
             buffer, format='JPEG', quality=jpeg_quality)
         example = classification_input.build_example(buffer.getvalue(), label)
-        writers[index % num_shards].write(example.SerializeToString())
+        writers[index % num_shards].write(
+            example.SerializeToString(deterministic=True))
     finally:
       for w in writers:
         w.close()

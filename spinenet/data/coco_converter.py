@@ -11,16 +11,26 @@ What happens to bad input:
 * a missing or unreadable image: skipped, logged, counted;
 * grayscale, CMYK, RGBA, PNG, ...: converted to a 3-channel JPEG, counted;
 * a box partly outside the image: clipped, counted;
-* a box with zero width or height, or entirely outside the image: dropped,
-  counted;
+* a box with zero width or height (`zero_area`), a negative one
+  (`negative_size`), NaN or infinite coordinates (`non_finite_bbox`) or area
+  (`non_finite_area`), or entirely outside the image (`outside_image`):
+  dropped, counted by reason;
+* 16-bit, 32-bit and float images: rescaled to 8 bits or skipped
+  (`image_io.read_image`);
+* EXIF orientation: not applied (COCO annotates the stored pixels), images
+  carrying one counted;
 * an image without annotations: kept (a background-only example);
 * a crowd box (`iscrowd: 1`): kept, with `image/object/is_crowd` 1;
 * category ids: written as they are (no remapping; gaps are fine);
 * malformed JSON: `ValueError` naming the field (`coco_json.load_coco`).
+
+Shards are byte-identical between runs on the same input: fixed order,
+deterministic serialization, no timestamps.
 """
 import collections
 import dataclasses
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -44,6 +54,7 @@ class ConversionSummary:
   images_converted: Dict[str, int] = dataclasses.field(default_factory=dict)
   images_without_boxes: int = 0
   images_size_mismatch: int = 0
+  images_exif_oriented: int = 0
   boxes_written: int = 0
   crowd_boxes_written: int = 0
   boxes_clipped: int = 0
@@ -62,6 +73,8 @@ class ConversionSummary:
         f'{sum(self.images_converted.values())} '
         f'{dict(sorted(self.images_converted.items()))}',
         f'images whose size differs from the JSON: {self.images_size_mismatch}',
+        f'images with an EXIF orientation (kept as stored, as COCO annotates '
+        f'them): {self.images_exif_oriented}',
         f'boxes written: {self.boxes_written} ({self.crowd_boxes_written} '
         f'crowd, {self.boxes_clipped} clipped to the image)',
         f'boxes dropped: {dropped} {dict(sorted(self.boxes_dropped.items()))}',
@@ -140,7 +153,16 @@ def _normalized_boxes(image: coco_json.CocoImage, summary: ConversionSummary,
   dropped = collections.Counter()
   for ann in image.annotations:
     x, y, w, h = ann['bbox']
-    if w <= 0 or h <= 0:
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+      dropped['non_finite_bbox'] += 1
+      continue
+    if not math.isfinite(ann['area']):
+      dropped['non_finite_area'] += 1
+      continue
+    if w < 0 or h < 0:
+      dropped['negative_size'] += 1
+      continue
+    if w == 0 or h == 0:
       dropped['zero_area'] += 1
       continue
     x0, y0 = max(x, 0.0), max(y, 0.0)
@@ -162,13 +184,18 @@ def _normalized_boxes(image: coco_json.CocoImage, summary: ConversionSummary,
 
 
 class _Progress:
-  """Logs `done/total`, rate and ETA at most every `every` seconds."""
+  """Logs images converted of the total, skipped, rate and ETA.
+
+  At most every `every` seconds (and when forced): e.g. `converted 12/16
+  images (4 skipped, ...)`, so the images written are never overstated.
+  """
 
   def __init__(self, total, every):
     self._total, self._every = total, every
     self._start = self._last = time.monotonic()
 
-  def update(self, done, force=False):
+  def update(self, done, written, skipped, force=False):
+    """`done` images processed, `written` of them converted, `skipped`."""
     now = time.monotonic()
     if not force and now - self._last < self._every:
       return
@@ -176,8 +203,8 @@ class _Progress:
     rate = done / max(now - self._start, 1e-9)
     eta = (self._total - done) / rate if rate > 0 else float('inf')
     eta_text = time.strftime('%H:%M:%S', time.gmtime(eta)) if eta < 1e7 else '?'
-    logging.info('converted %d/%d images (%.1f images/s, ETA %s)', done,
-                 self._total, rate, eta_text)
+    logging.info('converted %d/%d images (%d skipped, %.1f images/s, ETA %s)',
+                 written, self._total, skipped, rate, eta_text)
 
 
 def convert_coco(image_dir: str,
@@ -254,7 +281,8 @@ def convert_coco(image_dir: str,
   writers = [tf.io.TFRecordWriter(p) for p in summary.shards]
   try:
     for index, (image, result) in enumerate(zip(dataset.images, results)):
-      progress.update(index)
+      progress.update(index, summary.images_written,
+                      sum(summary.images_skipped.values()))
       if 'error' in result:
         reason = result['error']
         summary.images_skipped[reason] = summary.images_skipped.get(reason, 0) + 1
@@ -264,6 +292,7 @@ def convert_coco(image_dir: str,
       if result['converted_from']:
         key = result['converted_from']
         summary.images_converted[key] = summary.images_converted.get(key, 0) + 1
+      summary.images_exif_oriented += result.get('exif_orientation', 1) != 1
       if (result['height'], result['width']) != (image.height, image.width):
         # Boxes are normalized by the JSON's size: right if the file was
         # resized after annotation.
@@ -277,12 +306,16 @@ def convert_coco(image_dir: str,
           result['encoded'], result['format'], result['height'],
           result['width'], str(image.id), kept['boxes'], kept['classes'],
           kept['is_crowd'], kept['areas'], kept['names'], image.file_name)
-      writers[index % num_shards].write(example.SerializeToString())
+      # deterministic: map fields in key order, so equal input gives equal
+      # bytes on every run (the default order may differ between processes).
+      writers[index % num_shards].write(
+          example.SerializeToString(deterministic=True))
       summary.images_written += 1
       summary.boxes_written += len(kept['boxes'])
       summary.crowd_boxes_written += sum(kept['is_crowd'])
       summary.images_without_boxes += not kept['boxes']
-    progress.update(len(paths), force=True)
+    progress.update(len(paths), summary.images_written,
+                    sum(summary.images_skipped.values()), force=True)
   finally:
     for writer in writers:
       writer.close()

@@ -81,16 +81,23 @@ def load_coco(path: str) -> CocoDataset:
     order.
 
   Raises:
-    ValueError: naming the file and field, for syntax errors, missing
-      fields, wrong types, duplicate ids, or references to unknown image or
-      category ids.
+    ValueError: naming the file and field, for text that is not UTF-8,
+      syntax errors, missing fields, wrong types, duplicate ids, or
+      references to unknown image or category ids. (`NaN` or `Infinity` in a
+      `bbox` is not an error here: the converter drops the box.)
     OSError: if the file cannot be read.
   """
-  with open(path) as f:
-    try:
-      data = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f'{path}: not valid JSON: {e}') from None
+  with open(path, 'rb') as f:
+    raw = f.read()
+  try:
+    data = json.loads(raw)  # bytes: UTF-8 (with or without BOM), -16, -32
+  except UnicodeDecodeError as e:
+    raise ValueError(
+        f'{path}: not UTF-8 text: byte {raw[e.start:e.start + 1]!r} at offset '
+        f'{e.start} ({e.reason}); JSON files must be UTF-8 (re-save it as '
+        'UTF-8).') from None
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path}: not valid JSON: {e}') from None
   if not isinstance(data, dict):
     _fail(path, '<top level>', data, 'an object with `images`, `categories` '
           'and `annotations`')
