@@ -15,11 +15,27 @@ def class_color(category_id: int):
   return int(r * 255), int(g * 255), int(b * 255)
 
 
-def _label(draw, xy, text, color, font):
+def _label(draw, xy, text, color, font, image_size):
+  """Draws `text` on a filled tag above `xy`, kept inside the image.
+
+  The tag sits above the box's top-left corner; near the top edge it moves
+  down (inside the box), near the right edge it moves left, so the text is
+  never cut (unless it is wider than the image).
+
+  Args:
+    draw: `ImageDraw.Draw` of the canvas.
+    xy: `(left, top)` pixel corner of the box.
+    text: label text.
+    color: tag fill.
+    font: PIL font.
+    image_size: `(width, height)` of the canvas.
+  """
   left, top = xy
-  box = draw.textbbox((left, top), text, font=font)
-  height = box[3] - box[1]
-  top = max(0, top - height - 4)
+  box = draw.textbbox((0, 0), text, font=font)
+  text_w, text_h = box[2] - box[0], box[3] - box[1]
+  top = max(0, top - text_h - 4)
+  # The tag spans [left, left + text_w + 4] (2 px padding each side).
+  left = max(0, min(left, image_size[0] - 1 - text_w - 4))
   box = draw.textbbox((left + 2, top + 1), text, font=font)
   draw.rectangle([box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1], fill=color)
   draw.text((left + 2, top + 1), text, fill=(0, 0, 0), font=font)
@@ -58,7 +74,8 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, classes: Sequence[int]
             label_map.get(category, str(category)))
     color = class_color(category)
     draw.rectangle([xmin, ymin, xmax, ymax], outline=color, width=width)
-    _label(draw, (xmin, ymin), f'{name} {scores[i]:.2f}', color, font)
+    _label(draw, (xmin, ymin), f'{name} {scores[i]:.2f}', color, font,
+           canvas.size)
   return np.asarray(canvas)
 
 

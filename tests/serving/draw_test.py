@@ -58,6 +58,28 @@ class DrawDetectionsTest(absltest.TestCase):
     np.testing.assert_array_equal(empty_name, by_id)
     self.assertFalse(np.array_equal(by_name, by_id))
 
+  def _tag(self, out, image, above_row):
+    """The label tag: the changed pixels above `above_row`, cropped."""
+    changed = np.any(out[:above_row] != image[:above_row], axis=-1)
+    rows, cols = np.nonzero(changed)
+    return (out[rows.min():rows.max() + 1, cols.min():cols.max() + 1],
+            cols.min(), cols.max())
+
+  def test_a_label_at_the_right_edge_moves_left_and_is_whole(self):
+    image = _gray(60, 120)
+    # The same label drawn where it fits, and on a box at the right edge.
+    fits = draw.draw_detections(image, np.array([[30.0, 5.0, 55.0, 30.0]]),
+                                [3], [0.88], names=['cross'])
+    edge = draw.draw_detections(image, np.array([[30.0, 100.0, 55.0, 119.0]]),
+                                [3], [0.88], names=['cross'])
+    whole, whole_left, _ = self._tag(fits, image, 29)
+    moved, left, right = self._tag(edge, image, 29)
+    self.assertGreater(whole.shape[1], 20)  # wider than the box: it must move
+    self.assertLessEqual(right, 119)
+    self.assertLess(left, 100)  # moved left of the box's corner
+    np.testing.assert_array_equal(moved, whole)  # every pixel of the text
+    self.assertEqual(whole_left, 5)  # a label that fits stays at the corner
+
   def test_grayscale_input_is_drawn_in_colour(self):
     out = draw.draw_detections(np.full((30, 30), 40, np.uint8),
                                np.array([[5.0, 5.0, 25.0, 25.0]]), [1], [0.9])
