@@ -71,8 +71,9 @@ class TrainParser:
       Defaults to 1.0 (no jitter).
     aug_scale_max: float. Largest random scale. Defaults to 1.0.
     crowd_as_ignore: bool. If True crowd boxes make overlapping anchors
-      ignored; if False they are dropped (the Model Garden's default).
-      Defaults to True.
+      ignored; if False they are dropped (the authors' TF1 code's and the
+      Model Garden's behaviour, and the default of `RetinaNetTask`'s
+      `DataOptions`). Defaults to True.
     dtype: image dtype, `'float32'` or `'bfloat16'`. Defaults to float32.
 
   Call arguments:
