@@ -28,7 +28,22 @@ _MAX_REQUEST_BYTES = flags.DEFINE_integer(
     'max_request_bytes', server.DEFAULT_MAX_REQUEST_BYTES,
     'Larger request bodies are refused with HTTP 413.', lower_bound=1)
 _MAX_CONCURRENT = flags.DEFINE_integer(
-    'max_concurrent_predictions', 2, 'Predictions running at once.', lower_bound=1)
+    'max_concurrent_predictions', 2, 'Requests parsed and predicted at once; others '
+    'wait for their turn (up to --queue_timeout_seconds).', lower_bound=1)
+_QUEUE_TIMEOUT = flags.DEFINE_float(
+    'queue_timeout_seconds', server.DEFAULT_QUEUE_TIMEOUT_SECONDS,
+    'How long a request waits for its turn before it is answered 503.',
+    lower_bound=0.0)
+_LISTEN_BACKLOG = flags.DEFINE_integer(
+    'listen_backlog', server.DEFAULT_LISTEN_BACKLOG,
+    'Connections the kernel queues before the server accepts them (capped by '
+    '/proc/sys/net/core/somaxconn); a burst larger than this may be reset.',
+    lower_bound=1)
+_MAX_BUFFERED = flags.DEFINE_integer(
+    'max_buffered_request_bytes', None,
+    'Request bodies held in memory at once (being received, parsed or predicted); '
+    'default 4 x --max_request_bytes. A larger body still gets in alone.',
+    lower_bound=1)
 _WARMUP = flags.DEFINE_bool('warmup', True,
                             'Run every signature once before accepting requests.')
 
@@ -41,7 +56,9 @@ def main(argv):
                  port=_PORT.value, version=_VERSION.value,
                  max_request_bytes=_MAX_REQUEST_BYTES.value,
                  max_concurrent_predictions=_MAX_CONCURRENT.value,
-                 warmup=_WARMUP.value)
+                 warmup=_WARMUP.value, listen_backlog=_LISTEN_BACKLOG.value,
+                 queue_timeout_seconds=_QUEUE_TIMEOUT.value,
+                 max_buffered_request_bytes=_MAX_BUFFERED.value)
   except (FileNotFoundError, ValueError) as e:
     raise app.UsageError(str(e)) from None
 

@@ -9,21 +9,31 @@ difference for what is implemented:
   POST /v1/models/NAME[/versions/N]:predict    row ("instances") or columnar
                                                ("inputs") requests, b64 values
 
-Errors are `{"error": "..."}`: 400 for a malformed request or input the model
-refuses (empty or corrupt image bytes, wrong dtype or rank, an image over
-the export's pixel limit), 404 for an unknown model, version or path, 413 for
-a body over `max_request_bytes`. A bad request never stops the server.
+Errors are `{"error": "..."}` (never HTML): 400 for a malformed request or
+input the model refuses (empty or corrupt image bytes, wrong dtype or rank, an
+image over the export's pixel limit, JSON nested too deeply), 404 for an
+unknown model, version or path, 405 (with `Allow`) for a method a path does
+not take, 411 for a POST without Content-Length, 413 for a body over
+`max_request_bytes`, 503 (with `Retry-After`) when a request waited
+`queue_timeout_seconds` for its turn. A bad request or a client that goes
+away never stops the server.
+
+Limits: the listening socket queues `listen_backlog` connections (a burst of
+clients is not reset by the kernel); request bodies are read only while the
+bodies being held add up to at most `max_buffered_request_bytes`; parsing and
+prediction run at most `max_concurrent_predictions` at a time, so the memory
+of large requests is bounded too; others wait their turn.
 
 It loads the latest version under `--model_base_path` (or the one given),
-binds 127.0.0.1 unless told otherwise, runs at most
-`max_concurrent_predictions` predictions at a time and warms every signature
-up before accepting requests.
+binds 127.0.0.1 unless told otherwise and warms every signature up before
+accepting requests.
 """
 import dataclasses
 import http.server
 import json
 import os
 import re
+import sys
 import threading
 import time
 from typing import Dict, Optional, Tuple
@@ -33,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from google.protobuf import json_format
+from google.protobuf import message as message_lib
 from spinenet.serving import rest_json
 from spinenet.serving import signatures as sig
 from spinenet.serving import versions
@@ -40,6 +51,12 @@ from spinenet.serving import versions
 from tensorflow.python.saved_model import loader_impl  # pylint: disable=g-direct-tensorflow-import
 
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
+DEFAULT_LISTEN_BACKLOG = 256
+DEFAULT_QUEUE_TIMEOUT_SECONDS = 60.0
+CLIENT_TIMEOUT_SECONDS = 60  # a client may take this long per read of its request
+_DECODE_FAILURES = re.compile(
+    r'jpeg|png|gif|bmp|decode|image (?:file )?format|Could not parse example|'
+    r'Invalid argument|corrupt|not text', re.IGNORECASE)
 _PATH = re.compile(r'^/v1/models/(?P<name>[^/:]+)'
                    r'(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?'
                    r'(?P<action>/metadata|:[A-Za-z]+)?/?$')
@@ -60,6 +77,7 @@ def clean_error(error: tf.errors.OpError) -> str:
   match = re.search(r'assertion failed: \[(.*?)\]\s*(?:\n|$)', message, re.DOTALL)
   if match:
     return match.group(1).replace('\\"', '"')
+  message = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', message)
   lines = []
   for line in message.splitlines():
     line = line.strip()
@@ -163,17 +181,57 @@ def load_model(model_base_path: str, model_name: str, version: Optional[int] = N
   return model
 
 
+class Busy(RuntimeError):
+  """No prediction slot became free within the queue timeout (HTTP 503)."""
+
+
+class ByteBudget:
+  """Bounds the bytes of request bodies held at once.
+
+  A request over the whole budget still gets in when nothing else is held, so
+  every body up to `max_request_bytes` is served.
+
+  Args:
+    limit: bytes.
+  """
+
+  def __init__(self, limit: int):
+    self.limit = int(limit)
+    self._used = 0
+    self._condition = threading.Condition()
+
+  def acquire(self, size: int, timeout: Optional[float]) -> bool:
+    """Waits until `size` bytes fit; False on timeout."""
+    with self._condition:
+      if not self._condition.wait_for(
+          lambda: not self._used or self._used + size <= self.limit, timeout):
+        return False
+      self._used += size
+      return True
+
+  def release(self, size: int):
+    with self._condition:
+      self._used -= size
+      self._condition.notify_all()
+
+
 class RestApi:
   """Routes requests to a `LoadedModel`; no sockets (tests call `handle`).
 
   Args:
     model: `LoadedModel`.
-    max_concurrent_predictions: predictions running at once (others wait).
+    max_concurrent_predictions: requests parsed and predicted at once (others
+      wait for a slot).
+    queue_timeout_seconds: how long a request waits for a slot before it is
+      answered 503.
   """
 
-  def __init__(self, model: LoadedModel, max_concurrent_predictions: int = 2):
+  def __init__(self, model: LoadedModel, max_concurrent_predictions: int = 2,
+               queue_timeout_seconds: float = DEFAULT_QUEUE_TIMEOUT_SECONDS):
     self.model = model
-    self._slots = threading.BoundedSemaphore(max(1, max_concurrent_predictions))
+    self.max_concurrent_predictions = max(1, int(max_concurrent_predictions))
+    self.queue_timeout_seconds = float(queue_timeout_seconds)
+    self._slots = threading.BoundedSemaphore(self.max_concurrent_predictions)
 
   def _status(self):
     return {'model_version_status': [{
@@ -191,6 +249,20 @@ class RestApi:
     if version is not None and version != str(m.version):
       raise ModelNotFound(f'Servable not found for request: Specific({name}, '
                           f'{version}); the version served is {m.version}.')
+
+  def allowed_methods(self, path: str) -> Optional[str]:
+    """The `Allow` header for `path`: 'GET', 'POST' or None (not a path of ours)."""
+    match = _PATH.match(path.split('?')[0])
+    if not match:
+      return None
+    action = match.group('action') or ''
+    return 'GET' if action in ('', '/metadata') else 'POST'
+
+  def busy_error(self, waited: float) -> dict:
+    return {'error': f'The server is busy: {self.max_concurrent_predictions} '
+                     f'predictions are running and this request waited {waited:.0f} s '
+                     'for its turn (spinenet-serve --max_concurrent_predictions, '
+                     '--queue_timeout_seconds). Retry later.'}
 
   def handle(self, method: str, path: str, body: bytes = b'') -> Tuple[int, dict]:
     """Answers one request.
@@ -219,67 +291,203 @@ class RestApi:
     return self._predict(body)
 
   def _predict(self, body: bytes) -> Tuple[int, dict]:
+    start = time.monotonic()
+    if not self._slots.acquire(timeout=self.queue_timeout_seconds):
+      return 503, self.busy_error(time.monotonic() - start)
     try:
-      request = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-      return 400, {'error': f'The request body is not valid JSON: {e}.'}
-    try:
-      name, inputs, rows = rest_json.parse_request(request, self.model.signatures)
-    except rest_json.RequestError as e:
-      return 400, {'error': str(e)}
-    with self._slots:
+      try:
+        request = rest_json.loads(body)
+        name, inputs, rows = rest_json.parse_request(request, self.model.signatures)
+      except rest_json.RequestError as e:
+        return 400, {'error': str(e)}
+      del request
       try:
         outputs = self.model.predict(name, inputs)
       except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as e:
-        return 400, {'error': clean_error(e)}
+        return 400, {'error': explain_input_error(clean_error(e),
+                                                  self.model.signatures[name], inputs)}
+      except UnicodeDecodeError:  # TensorFlow quoting binary input in its message
+        return 400, {'error': explain_input_error(
+            'The model refused the input (its error message quotes bytes that are '
+            'not text).', self.model.signatures[name], inputs)}
       except tf.errors.ResourceExhaustedError as e:
         return 400, {'error': f'Out of memory for this request: {clean_error(e)}'}
       except tf.errors.OpError as e:
         logging.exception('predict failed')
         return 500, {'error': clean_error(e)}
+    finally:
+      self._slots.release()
     return 200, rest_json.format_response(outputs, rows)
 
 
+def _image_format(data: bytes) -> str:
+  if data[:3] == b'\xff\xd8\xff':
+    return 'JPEG'
+  if data[:8] == b'\x89PNG\r\n\x1a\n':
+    return 'PNG'
+  if data[:4] == b'GIF8':
+    return 'GIF'
+  if data[:2] == b'BM':
+    return 'BMP'
+  return 'image'
+
+
+def _first_undecodable(name: str, values: np.ndarray) -> Optional[str]:
+  """The message for the first element of a string input that does not decode."""
+  for i, value in enumerate(values.reshape([-1])):
+    where = f'{name}[{i}]'
+    data = value
+    if name == 'tf_examples':
+      try:
+        example = tf.train.Example.FromString(value)
+      except message_lib.DecodeError as e:
+        return (f'{where}: not a serialized tf.train.Example ({len(value)} bytes '
+                f'starting with {bytes(value[:16])!r}): {e}.')
+      values = example.features.feature['image/encoded'].bytes_list.value
+      if not values:
+        continue
+      data = values[0]
+      where += ' image/encoded'
+    try:
+      tf.io.decode_image(data, channels=3, expand_animations=False)
+    except tf.errors.InvalidArgumentError as e:
+      return (f'{where}: could not decode the {_image_format(data)} (truncated or '
+              f'corrupt; {len(data)} bytes): {clean_error(e)}')
+  return None
+
+
+def explain_input_error(message: str, specs, inputs) -> str:
+  """The message for an input the model refused, naming the element if it can.
+
+  The exported graph's own checks (empty input, unknown format, too many
+  pixels) already name the element; a decoder's failure (e.g. a truncated
+  JPEG: `jpeg::Uncompress failed`) or a malformed `tf.Example` does not, so
+  each encoded element is tried on its own to find the first bad one.
+
+  Args:
+    message: the (cleaned) error message of the model.
+    specs: the signature's `{input name: (tf.DType, tf.TensorShape)}`.
+    inputs: `{input name: np.ndarray}` as sent.
+
+  Returns:
+    A message naming the first bad element, or `message`.
+  """
+  strings = [n for n, (dtype, _) in specs.items() if dtype == tf.string]
+  if len(strings) != 1 or ': ' in message[:60] and '[' in message.split(': ')[0]:
+    return message
+  if not _DECODE_FAILURES.search(message):
+    return message
+  try:
+    found = _first_undecodable(strings[0], np.asarray(inputs[strings[0]], object))
+  except Exception:  # pylint: disable=broad-except
+    logging.exception('could not find the undecodable input')
+    found = None
+  return found or message
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
-  """HTTP glue: size limit, JSON out, errors never escape."""
+  """HTTP glue: size and memory limits, JSON out, errors never escape."""
 
   protocol_version = 'HTTP/1.1'
-  timeout = 60  # seconds a client may take to send its request
+  timeout = CLIENT_TIMEOUT_SECONDS
   api: RestApi = None
   max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+  budget: ByteBudget = None
 
-  def _send(self, status, payload):
+  def _send(self, status, payload, headers=()):
     data = json.dumps(payload).encode('utf-8')
-    self.send_response(status)
-    self.send_header('Content-Type', 'application/json')
-    self.send_header('Content-Length', str(len(data)))
-    if self.close_connection:
-      self.send_header('Connection', 'close')
-    self.end_headers()
-    self.wfile.write(data)
+    try:
+      self.send_response(status)
+      self.send_header('Content-Type', 'application/json')
+      self.send_header('Content-Length', str(len(data)))
+      for key, value in headers:
+        self.send_header(key, value)
+      if self.close_connection:
+        self.send_header('Connection', 'close')
+      self.end_headers()
+      if self.command != 'HEAD':
+        self.wfile.write(data)
+      self.wfile.flush()
+    except (ConnectionError, TimeoutError) as e:
+      self.close_connection = True
+      logging.info('%s %s: the client went away before the answer (%d): %s',
+                   self.command, self.path, status, type(e).__name__)
+      return False
+    return True
+
+  def send_error(self, code, message=None, explain=None):
+    """What http.server sends for a request it cannot parse, as JSON."""
+    short, long = self.responses.get(code, ('Error', ''))
+    text = ' '.join(p for p in (message or short, explain or long) if p)
+    self.close_connection = True
+    self.log_error('code %d, message %s', code, message)
+    if not getattr(self, 'command', None):
+      self.command = ''
+    self._send(code, {'error': text})
+
+  def _read_body(self, length):
+    """The body (None if the client went away first)."""
+    body = self.rfile.read(length)
+    if len(body) < length:
+      self.close_connection = True
+      logging.info('%s %s: the client went away while sending the body (%d of %d '
+                   'bytes)', self.command, self.path, len(body), length)
+      return None
+    return body
 
   def _serve(self, method):
     start = time.monotonic()
-    body = b''
+    if method not in ('GET', 'POST'):
+      return self._wrong_method(method)
+    body, held = b'', 0
     if method == 'POST':
       length = self.headers.get('Content-Length')
       if length is None or not length.isdigit():
         self.close_connection = True
         return self._send(411, {'error': 'POST needs a Content-Length header.'})
-      if int(length) > self.max_request_bytes:
+      length = int(length)
+      if length > self.max_request_bytes:
         self.close_connection = True  # the body is not read
         return self._send(413, {'error': f'The request body is {length} bytes; the '
                                          f'limit is {self.max_request_bytes} '
                                          '(spinenet-serve --max_request_bytes).'})
-      body = self.rfile.read(int(length))
+      if not self.budget.acquire(length, self.api.queue_timeout_seconds):
+        self.close_connection = True
+        return self._send(503, self.api.busy_error(time.monotonic() - start),
+                          [('Retry-After', '1')])
+      held = length
+    elif self.headers.get('Content-Length', '0') != '0' or 'Transfer-Encoding' in self.headers:
+      self.close_connection = True  # a body we do not read
     try:
-      status, payload = self.api.handle(method, self.path, body)
-    except Exception as e:  # pylint: disable=broad-except
-      logging.exception('unexpected error handling %s %s', method, self.path)
-      status, payload = 500, {'error': f'Internal error: {type(e).__name__}: {e}'}
-    self._send(status, payload)
-    logging.info('%s %s %d %.0f ms', method, self.path, status,
-                 (time.monotonic() - start) * 1e3)
+      if held:
+        body = self._read_body(held)
+        if body is None:
+          return
+      try:
+        status, payload = self.api.handle(method, self.path, body)
+      except Exception as e:  # pylint: disable=broad-except
+        logging.exception('unexpected error handling %s %s', method, self.path)
+        status, payload = 500, {'error': f'Internal error: {type(e).__name__}: {e}'}
+      del body
+    finally:
+      if held:
+        self.budget.release(held)
+    headers = [('Retry-After', '1')] if status == 503 else []
+    if status == 405:
+      headers.append(('Allow', self.api.allowed_methods(self.path) or 'GET'))
+    if self._send(status, payload, headers):
+      logging.info('%s %s %d %.0f ms', method, self.path, status,
+                   (time.monotonic() - start) * 1e3)
+
+  def _wrong_method(self, method):
+    if self.headers.get('Content-Length', '0') != '0' or 'Transfer-Encoding' in self.headers:
+      self.close_connection = True  # a body we do not read
+    allowed = self.api.allowed_methods(self.path)
+    if allowed is None:
+      status, payload = self.api.handle(method, self.path)  # the 404 message
+      return self._send(status, payload)
+    return self._send(405, {'error': f'{method} is not allowed on {self.path}; use '
+                                     f'{allowed}.'}, [('Allow', allowed)])
 
   def do_GET(self):  # pylint: disable=invalid-name
     self._serve('GET')
@@ -287,33 +495,80 @@ class _Handler(http.server.BaseHTTPRequestHandler):
   def do_POST(self):  # pylint: disable=invalid-name
     self._serve('POST')
 
+  def do_PUT(self):  # pylint: disable=invalid-name
+    self._serve('PUT')
+
+  def do_DELETE(self):  # pylint: disable=invalid-name
+    self._serve('DELETE')
+
+  def do_PATCH(self):  # pylint: disable=invalid-name
+    self._serve('PATCH')
+
+  def do_OPTIONS(self):  # pylint: disable=invalid-name
+    self._serve('OPTIONS')
+
+  def do_HEAD(self):  # pylint: disable=invalid-name
+    self._serve('HEAD')
+
   def log_message(self, format, *args):  # pylint: disable=redefined-builtin
     logging.debug(format, *args)
 
 
+class _Server(http.server.ThreadingHTTPServer):
+  """A thread per connection, a deep listen queue, one log line per lost client."""
+
+  daemon_threads = True
+
+  def __init__(self, address, handler, listen_backlog):
+    self.request_queue_size = int(listen_backlog)
+    super().__init__(address, handler)
+
+  def handle_error(self, request, client_address):
+    error = sys.exc_info()[1]
+    if isinstance(error, (ConnectionError, TimeoutError)):
+      logging.info('client %s went away: %s', client_address[0], type(error).__name__)
+      return
+    logging.exception('unexpected error serving %s', client_address[0])
+
+
 def make_server(api: RestApi, host: str = '127.0.0.1', port: int = 8501,
-                max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
+                max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+                listen_backlog: int = DEFAULT_LISTEN_BACKLOG,
+                max_buffered_request_bytes: Optional[int] = None):
   """An HTTP server for `api` (not started); port 0 picks a free port.
+
+  Args:
+    api: `RestApi`.
+    host, port: where to listen.
+    max_request_bytes: larger bodies are answered 413 unread.
+    listen_backlog: connections the kernel queues before they are accepted.
+    max_buffered_request_bytes: request bodies held at once (received, being
+      parsed or predicted); default 4 x `max_request_bytes`.
 
   Start it with `server.serve_forever()` (e.g. in a thread); stop it with
   `server.shutdown()` then `server.server_close()`. The bound port is
   `server.server_address[1]`.
   """
-  handler = type('Handler', (_Handler,), {'api': api,
-                                          'max_request_bytes': int(max_request_bytes)})
-  server = http.server.ThreadingHTTPServer((host, port), handler)
-  server.daemon_threads = True
-  return server
+  if max_buffered_request_bytes is None:
+    max_buffered_request_bytes = 4 * int(max_request_bytes)
+  handler = type('Handler', (_Handler,), {
+      'api': api, 'max_request_bytes': int(max_request_bytes),
+      'budget': ByteBudget(max_buffered_request_bytes)})
+  return _Server((host, port), handler, listen_backlog)
 
 
 def serve(model_base_path: str, model_name: str, *, host: str = '127.0.0.1',
           port: int = 8501, version: Optional[int] = None,
           max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-          max_concurrent_predictions: int = 2, warmup: bool = True):
+          max_concurrent_predictions: int = 2, warmup: bool = True,
+          listen_backlog: int = DEFAULT_LISTEN_BACKLOG,
+          queue_timeout_seconds: float = DEFAULT_QUEUE_TIMEOUT_SECONDS,
+          max_buffered_request_bytes: Optional[int] = None):
   """Loads the model and serves until interrupted (what `spinenet-serve` runs)."""
   model = load_model(model_base_path, model_name, version, warmup=warmup)
-  server = make_server(RestApi(model, max_concurrent_predictions), host, port,
-                       max_request_bytes)
+  api = RestApi(model, max_concurrent_predictions, queue_timeout_seconds)
+  server = make_server(api, host, port, max_request_bytes, listen_backlog,
+                       max_buffered_request_bytes)
   bound_host, bound_port = server.server_address[:2]
   print(f'spinenet-serve: {model_name} version {model.version} at '
         f'http://{bound_host}:{bound_port}/v1/models/{model_name} '
