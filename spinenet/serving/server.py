@@ -33,6 +33,7 @@ import http.server
 import json
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -54,6 +55,8 @@ DEFAULT_MAX_REQUEST_BYTES = 64 << 20
 DEFAULT_LISTEN_BACKLOG = 256
 DEFAULT_QUEUE_TIMEOUT_SECONDS = 60.0
 CLIENT_TIMEOUT_SECONDS = 60  # a client may take this long per read of its request
+_LINGER_SECONDS = 2.0
+_LINGER_BYTES = 16 << 20
 _DECODE_FAILURES = re.compile(
     r'jpeg|png|gif|bmp|decode|image (?:file )?format|Could not parse example|'
     r'Invalid argument|corrupt|not text', re.IGNORECASE)
@@ -351,6 +354,9 @@ def _first_undecodable(name: str, values: np.ndarray) -> Optional[str]:
     try:
       tf.io.decode_image(data, channels=3, expand_animations=False)
     except tf.errors.InvalidArgumentError as e:
+      if _image_format(data) == 'image':
+        return (f'{where}: not an image: expected the bytes of a JPEG, PNG, GIF or BMP '
+                f'file, got {len(data)} bytes starting with {bytes(data[:8])!r}.')
       return (f'{where}: could not decode the {_image_format(data)} (truncated or '
               f'corrupt; {len(data)} bytes): {clean_error(e)}')
   return None
@@ -423,7 +429,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     self.log_error('code %d, message %s', code, message)
     if not getattr(self, 'command', None):
       self.command = ''
+    if getattr(self, 'request_version', 'HTTP/0.9') == 'HTTP/0.9':
+      self.request_version = 'HTTP/1.0'  # answer with a status line and headers
     self._send(code, {'error': text})
+
+  def finish(self):
+    """Closes gently: the client can read the answer even if it is still sending.
+
+    Closing a socket with unread input resets the connection, which can drop
+    the answer (e.g. a 413 or 431) before the client reads it; so after the
+    answer, up to `_LINGER_BYTES` more input is read and dropped for at most
+    `_LINGER_SECONDS` (until the client closes).
+    """
+    try:
+      super().finish()
+      if self.close_connection:
+        self.connection.shutdown(socket.SHUT_WR)
+        self.connection.settimeout(_LINGER_SECONDS)
+        deadline, dropped = time.monotonic() + _LINGER_SECONDS, 0
+        while dropped < _LINGER_BYTES and time.monotonic() < deadline:
+          chunk = self.connection.recv(1 << 16)
+          if not chunk:
+            break
+          dropped += len(chunk)
+    except OSError:
+      pass
 
   def _read_body(self, length):
     """The body (None if the client went away first)."""
