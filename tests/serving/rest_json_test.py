@@ -1,5 +1,7 @@
 """TF Serving's REST JSON: request forms, binary values, errors, responses."""
 import base64
+import json
+from unittest import mock
 
 from absl.testing import parameterized
 import numpy as np
@@ -70,6 +72,66 @@ class ParseTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaises(rest_json.RequestError) as raised:
       rest_json.parse_request(body, SIGNATURES)
     self.assertIn(message, str(raised.exception))
+
+
+class LoadsTest(tf.test.TestCase, parameterized.TestCase):
+  """Large numeric lists are parsed from the text, to the same arrays as json.loads."""
+
+  def _both(self, body, signatures=SIGNATURES):
+    fast = rest_json.parse_request(rest_json.loads(body), signatures)
+    slow = rest_json.parse_request(json.loads(body), signatures)
+    self.assertEqual(fast[0], slow[0])
+    for name in slow[1]:
+      self.assertEqual(fast[1][name].dtype, slow[1][name].dtype)
+      self.assertAllEqual(fast[1][name], slow[1][name])
+    return fast[1]
+
+  @parameterized.parameters(1 << 22, 64)  # whole text at once, and 64-byte chunks
+  def test_large_lists_match_json_loads(self, chunk_bytes):
+    self.enter_context(mock.patch.object(rest_json, '_CHUNK_BYTES', chunk_bytes))
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 30, 40, 3))
+    for body in [json.dumps({'instances': pixels.tolist()}),
+                 json.dumps({'inputs': {'images': pixels.tolist()}}, indent=2),
+                 json.dumps({'instances': [{'images': p} for p in pixels.tolist()]})]:
+      self.assertIsInstance(rest_json.loads(body.encode())['instances' if 'instances' in
+                                                          body else 'inputs'],
+                            (rest_json.NumericText, dict, list))
+      inputs = self._both(body.encode())
+      self.assertAllEqual(inputs['images'], pixels)
+    floats = np.random.default_rng(1).normal(size=(300, 2)) * 1e3
+    body = json.dumps({'signature_name': 'two', 'inputs': {'a': floats.tolist(),
+                                                           'b': list(range(300))}})
+    inputs = self._both(body.encode())
+    self.assertAllClose(inputs['a'], floats.astype(np.float32))
+
+  def test_only_object_values_outside_strings_are_taken_from_the_text(self):
+    numbers = '[' + ','.join(['7'] * 3000) + ']'
+    value = rest_json.loads(('{"instances": [1], "x": "a: ' + numbers + '"}').encode())
+    self.assertEqual(value['x'], 'a: ' + numbers)
+    value = rest_json.loads(('{"inputs": ' + numbers + '}').encode())
+    self.assertIsInstance(value['inputs'], rest_json.NumericText)
+    self.assertLen(value['inputs'].to_list(), 3000)
+
+  @parameterized.parameters(
+      ('[[1, 2, 3]' + ', [1, 2, 3]' * 2000 + ', [1, 2]]', 'rectangular'),
+      ('[[1, 2, 3]' + ', [1, 2, 3]' * 2000 + ', [1, 2, 3.5]]', 'the number 3.5'),
+      ('[[1, 2, 3]' + ', [1, 2, 3]' * 2000 + ', [1, 2, 1e400]]', 'the number Infinity'),
+      ('[[1, 2, 3]' + ', [1, 2, 3]' * 2000 + ', [1, 2, 99999999999999999999]]',
+       'does not fit'),
+      ('[[1, 2, 3]' + ', [1, 2, 3]' * 2000 + ', [1, 2, 256]]', '256 does not fit'),
+      ('[[1, 2, 3]' + ', [1, 2, 3]' * 2000 + ', [1, 2, -1]]', '-1 does not fit'),
+      ('[[1, 2, 3]' + ', [1, 2, 3]' * 2000 + ', [1, 2, 3 4]]', 'not valid JSON'),
+  )
+  def test_large_lists_with_a_bad_element(self, images, message):
+    body = ('{"inputs": {"images": [[' + images + ']]}}').encode()
+    with self.assertRaises(rest_json.RequestError) as raised:
+      rest_json.parse_request(rest_json.loads(body), SIGNATURES)
+    self.assertIn(message, str(raised.exception))
+
+  def test_deep_nesting_is_a_request_error(self):
+    for body in (b'[' * 100_000 + b']' * 100_000, b'{"a": ' * 100_000 + b'1' + b'}' * 100_000):
+      with self.assertRaisesRegex(rest_json.RequestError, 'nested too deeply'):
+        rest_json.loads(body)
 
 
 class FormatTest(tf.test.TestCase):
