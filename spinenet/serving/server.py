@@ -417,7 +417,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     except (ConnectionError, TimeoutError) as e:
       self.close_connection = True
       logging.info('%s %s: the client went away before the answer (%d): %s',
-                   self.command, self.path, status, type(e).__name__)
+                   self.command, getattr(self, 'path', ''), status, type(e).__name__)
       return False
     return True
 
