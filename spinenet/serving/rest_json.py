@@ -32,7 +32,7 @@ import json
 import math
 import re
 import secrets
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -254,7 +254,9 @@ def loads(body: bytes) -> Any:
   match = _NUMERIC_RUN.search(body)
   while match:
     start, run_end = match.span(1)
-    end = _balanced_end(body, start, run_end) if run_end - start >= MIN_NUMERIC_TEXT_BYTES else None
+    end = None
+    if run_end - start >= MIN_NUMERIC_TEXT_BYTES:
+      end = _balanced_end(body, start, run_end)
     if end is not None and end - start >= MIN_NUMERIC_TEXT_BYTES:
       pieces += [body[pos:start], b'{"\\u0000%s:%d": 0}' % (token.encode(), len(regions))]
       regions.append(NumericText(body, start, end))

@@ -184,10 +184,6 @@ def load_model(model_base_path: str, model_name: str, version: Optional[int] = N
   return model
 
 
-class Busy(RuntimeError):
-  """No prediction slot became free within the queue timeout (HTTP 503)."""
-
-
 class ByteBudget:
   """Bounds the bytes of request bodies held at once.
 
@@ -486,7 +482,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return self._send(503, self.api.busy_error(time.monotonic() - start),
                           [('Retry-After', '1')])
       held = length
-    elif self.headers.get('Content-Length', '0') != '0' or 'Transfer-Encoding' in self.headers:
+    elif self._has_body():
       self.close_connection = True  # a body we do not read
     try:
       if held:
@@ -509,8 +505,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       logging.info('%s %s %d %.0f ms', method, self.path, status,
                    (time.monotonic() - start) * 1e3)
 
+  def _has_body(self):
+    return (self.headers.get('Content-Length', '0') != '0' or
+            'Transfer-Encoding' in self.headers)
+
   def _wrong_method(self, method):
-    if self.headers.get('Content-Length', '0') != '0' or 'Transfer-Encoding' in self.headers:
+    if self._has_body():
       self.close_connection = True  # a body we do not read
     allowed = self.api.allowed_methods(self.path)
     if allowed is None:

@@ -138,7 +138,8 @@ class ServerFuzzTest(tf.test.TestCase):
          'nested'),
         ('deep numeric text', b'{"instances": ' + b'[' * 5000 + b'1' + b']' * 5000 + b'}',
          'nested 5000 deep'),
-        ('40 levels', json.dumps({'instances': json.loads('[' * 40 + '1' + ']' * 40)}).encode(),
+        ('40 levels',
+         json.dumps({'instances': json.loads('[' * 40 + '1' + ']' * 40)}).encode(),
          'nested 39 deep; a tensor has at most 32 dimensions'),
         ('NaN for uint8', b'{"instances": [[[[NaN, 1, 2]]]]}', 'takes JSON integers'),
         ('unknown field', {'instances': [1], 'extra': 1}, 'Unknown request field'),
@@ -220,7 +221,8 @@ class ServerFuzzTest(tf.test.TestCase):
         ('large over the pixel limit', {'instances': [np.zeros([256, 256, 3], np.uint8)
                                                       .tolist()]},
          'the image is 256 x 256 pixels; at most 40000'),
-        ('bytes over the pixel limit', _bytes_request(serving_testing.png_header(9000, 9000)),
+        ('bytes over the pixel limit',
+         _bytes_request(serving_testing.png_header(9000, 9000)),
          'the image is 9000 x 9000 pixels'),
     ]
     for label, body, message in cases:
