@@ -69,13 +69,22 @@ def test_mirrored_matches_one_device():
   np.testing.assert_allclose(r['winograd_loss'], r['one_loss'], rtol=1e-4)
   for a, b in zip(one, _weights(r, 'winograd_')):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_mirrored_replica_normalizer_is_mean_of_replica_losses():
   # normalizer_scope='replica' (default): each replica divides by its own
   # positives; the halves differ, so this is not the global-batch loss.
-  assert int(r['replica_replicas']) == 2
+  out = os.path.join(tempfile.mkdtemp(), 'replica.npz')
+  subprocess.run([sys.executable, WORKER, 'replica_scope',
+                  f'--records_dir={_records_dir()}', f'--out={out}'],
+                 check=True, env=tiny.subprocess_env(), timeout=1800)
+  r = np.load(out)
+  assert int(r['replicas']) == 2
   assert r['half_positives'][0] != r['half_positives'][1]
   np.testing.assert_allclose(r['replica_loss'], r['replica_expected_loss'], rtol=1e-4)
-  assert abs(float(r['replica_loss'][0]) - float(r['one_loss'][0])) > 1e-3 * abs(
-      float(r['one_loss'][0]))
+  assert abs(float(r['replica_loss']) - float(r['global_loss'])) > 1e-3 * abs(
+      float(r['global_loss']))
 
 
 @pytest.mark.slow

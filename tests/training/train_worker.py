@@ -2,10 +2,11 @@
 
   python train_worker.py parity --records_dir=D --out=F.npz
       one training step of the same global batch on one device and on a
-      MirroredStrategy over 2 logical CPUs (loss normalizer 'global'), and
-      one mirrored step with the default 'replica' normalizer; saves losses
-      and weights (and the initial weights), and the replica-scope loss
-      computed by hand on one device from the two halves of the batch.
+      MirroredStrategy over 2 logical CPUs (loss normalizer 'global'); saves
+      losses and weights (and the initial weights).
+  python train_worker.py replica_scope --records_dir=D --out=F.npz
+      one mirrored step with the default 'replica' normalizer, and that
+      loss computed by hand on one device from the two halves of the batch.
   python train_worker.py multi_worker --records_dir=D --model_dir=M --out=F.npz
       trains with MultiWorkerMirroredStrategy (TF_CONFIG from the parent);
       saves this worker's weights.
@@ -40,9 +41,6 @@ def parity(args):
   winograd_task = retinanet_task.RetinaNetTask(
       tiny.model_fn(init_stochastic_depth_rate=0.0, use_sync_bn=True,
                     winograd_min_size=16), data, losses=global_losses)
-  # The references' normalizer: each replica's own positives.
-  replica_task = retinanet_task.RetinaNetTask(
-      tiny.model_fn(init_stochastic_depth_rate=0.0, use_sync_bn=True), data)
   options = optimization.OptimizerOptions(warmup_steps=0)
   step_options = trainer.StepOptions(weight_decay=4e-5, gradient_clip_norm=5.0)
   initial = batch = None
@@ -51,9 +49,7 @@ def parity(args):
       ('one', tf.distribute.OneDeviceStrategy('/cpu:0'), task),
       ('mirrored', tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']), task),
       ('winograd', tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']),
-       winograd_task),
-      ('replica', tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']),
-       replica_task)):
+       winograd_task)):
     with strategy.scope():
       model = task.build_model()
       optimizer = optimization.build_optimizer(options, 0.05)
@@ -70,25 +66,60 @@ def parity(args):
     results[f'{name}_replicas'] = np.array(strategy.num_replicas_in_sync)
     for i, w in enumerate(model.get_weights()):
       results[f'{name}_w{i}'] = w
+  for i, w in enumerate(initial):
+    results[f'initial_w{i}'] = w
+  np.savez(args.out, **results)
+
+
+def replica_scope(args):
+  """The default 'replica' normalizer on 2 mirrored CPUs against a hand computation.
+
+  Its own process: a MirroredStrategy created after others in one process
+  reuses their collective instance keys, so a different sequence of
+  collectives (no all-reduce of the positives here) would clash.
+  """
+  cpu = tf.config.list_physical_devices('CPU')[0]
+  tf.config.set_logical_device_configuration(
+      cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+  from spinenet.training import losses as losses_lib, optimization, retinanet_task, trainer  # pylint: disable=g-import-not-at-top
+  records = _records(args.records_dir)
+  data = retinanet_task.DataOptions(records['train'], global_batch_size=4,
+                                    aug_rand_hflip=False, seed=0)
+  task = retinanet_task.RetinaNetTask(
+      tiny.model_fn(init_stochastic_depth_rate=0.0, use_sync_bn=True), data)
+  assert task.loss_options.normalizer_scope == 'replica'
+  model = task.build_model()
+  initial = model.get_weights()
+  batch = next(iter(task.build_inputs(training=True)))
   # By hand, one device: forward the whole batch (sync batch norm sees the
   # global batch either way), each half normalized by its own positives.
-  model = replica_task.build_model()
-  model.set_weights(initial)
   features, labels = batch
   outputs = model(features, training=True)
   halves = []
   for part in (slice(0, 2), slice(2, 4)):
     cut = lambda t, part=part: t[part]  # pylint: disable=cell-var-from-loop
-    halves.append(float(replica_task.build_losses(
+    halves.append(float(task.build_losses(
         tf.nest.map_structure(cut, outputs),
         tf.nest.map_structure(cut, labels))['model_loss']))
-  results['replica_expected_loss'] = np.array([np.mean(halves)])
-  results['half_positives'] = np.array(
-      [float(tf.reduce_sum(labels['box_weights'][p]))
-       for p in (slice(0, 2), slice(2, 4))])
-  for i, w in enumerate(initial):
-    results[f'initial_w{i}'] = w
-  np.savez(args.out, **results)
+  global_task = retinanet_task.RetinaNetTask(
+      task._model_fn, data, losses=losses_lib.LossOptions(normalizer_scope='global'))  # pylint: disable=protected-access
+  global_task.build_model()
+  global_loss = float(global_task.build_losses(outputs, labels)['model_loss'])
+  strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+  with strategy.scope():
+    model = task.build_model()
+    optimizer = optimization.build_optimizer(
+        optimization.OptimizerOptions(warmup_steps=0), 0.05)
+  model.set_weights(initial)
+  dataset = strategy.experimental_distribute_dataset(
+      tf.data.Dataset.from_tensors(batch).repeat())
+  runner = trainer.Runner(task, model, optimizer, strategy, dataset,
+                          global_batch_size=4)
+  loss = float(runner.train(tf.constant(1))['total_loss'])
+  np.savez(args.out, replica_loss=loss, replica_expected_loss=np.mean(halves),
+           global_loss=global_loss, replicas=strategy.num_replicas_in_sync,
+           half_positives=[float(tf.reduce_sum(labels['box_weights'][p]))
+                           for p in (slice(0, 2), slice(2, 4))])
 
 
 def multi_worker(args):
@@ -116,12 +147,13 @@ def multi_worker(args):
 
 def main():
   parser = argparse.ArgumentParser()
-  parser.add_argument('mode', choices=['parity', 'multi_worker'])
+  parser.add_argument('mode', choices=['parity', 'replica_scope', 'multi_worker'])
   parser.add_argument('--records_dir', required=True)
   parser.add_argument('--model_dir')
   parser.add_argument('--out', required=True)
   args = parser.parse_args()
-  {'parity': parity, 'multi_worker': multi_worker}[args.mode](args)
+  {'parity': parity, 'replica_scope': replica_scope,
+   'multi_worker': multi_worker}[args.mode](args)
 
 
 if __name__ == '__main__':
