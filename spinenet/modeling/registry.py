@@ -207,7 +207,9 @@ def build_classifier(model_id, num_classes=1000, input_size=224, *, dropout_rate
     num_classes: int.
     input_size: int or `(H, W)`. Defaults to 224.
     dropout_rate: float. Dropout before the linear layer.
-    fusion: 'average' (paper: P3..P7 averaged) or 'top' (top level only).
+    fusion: 'average' (paper; the authors' TF1 head: P7..P3 summed top-down
+      with nearest resizes, then averaged), 'level_mean' (each level's global
+      mean, averaged) or 'top' (top level only, as the Model Garden pools).
     **backbone_overrides: see `build_backbone`.
 
   Returns:
