@@ -6,7 +6,6 @@ EXIF-rotated images, unreadable files, NaN / infinite / negative boxes,
 non-UTF-8 JSON, the progress line, byte-identical reruns, truncated and
 foreign shards, and category ids beyond the model's classes.
 """
-import contextlib
 import io
 import json
 import os
@@ -21,6 +20,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+import data_testing
 from spinenet.data import coco_converter
 from spinenet.data import coco_json
 from spinenet.data import decoder as decoder_lib
@@ -318,7 +318,7 @@ class OddFilesTest(parameterized.TestCase, tf.test.TestCase):
     with open(shard, 'r+b') as f:
       f.truncate(os.path.getsize(shard) - 100)
     err = []
-    with _captured_stderr(err):
+    with data_testing.captured_stderr(err):
       self.assertEqual(self._valid(self._eval_dataset(shard)), 3)
     self.assertIn(f'{shard} is truncated or damaged: read 3 records', err[0])
 
@@ -331,7 +331,7 @@ class OddFilesTest(parameterized.TestCase, tf.test.TestCase):
     with open(path, 'wb') as f:
       f.write(data)
     err = []
-    with _captured_stderr(err):
+    with data_testing.captured_stderr(err):
       records = list(pipeline.read_tfrecord_file(
           tf.constant(path), tf.constant(len(data), tf.int64)))
     self.assertLen(records, count)
@@ -354,21 +354,6 @@ class OddFilesTest(parameterized.TestCase, tf.test.TestCase):
                                 r'(?s)val: a record has category id.*95.*'
                                 r'num_classes=91'):
       next(iter(dataset))
-
-
-@contextlib.contextmanager
-def _captured_stderr(into):
-  """Collects what is written to file descriptor 2 (tf.print's stderr)."""
-  with tempfile.TemporaryFile() as f:
-    saved = os.dup(2)
-    os.dup2(f.fileno(), 2)
-    try:
-      yield
-    finally:
-      os.dup2(saved, 2)
-      os.close(saved)
-      f.seek(0)
-      into.append(f.read().decode(errors='replace'))
 
 
 if __name__ == '__main__':

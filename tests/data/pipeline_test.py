@@ -1,6 +1,5 @@
 """The one tf.data path: files, sharding, skipping corrupt records, batching,
 evaluation padding, seeds, caching, and already-made example datasets."""
-import contextlib
 import io
 import os
 import shutil
@@ -10,6 +9,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+import data_testing
 from spinenet.data import decoder as decoder_lib
 from spinenet.data import detection_parser
 from spinenet.data import pipeline
@@ -34,21 +34,6 @@ def _ids(batches):
   return [int(i) for _, labels in batches
           for i, v in zip(labels['source_id'].numpy(), labels['valid'].numpy())
           if v]
-
-
-@contextlib.contextmanager
-def _captured_stderr(into):
-  """Collects what is written to file descriptor 2 (tf.print's stderr)."""
-  with tempfile.TemporaryFile() as f:
-    saved = os.dup(2)
-    os.dup2(f.fileno(), 2)
-    try:
-      yield
-    finally:
-      os.dup2(saved, 2)
-      os.close(saved)
-      f.seek(0)
-      into.append(f.read().decode(errors='replace'))
 
 
 class BuildDatasetTest(tf.test.TestCase):
@@ -243,7 +228,7 @@ class BuildDatasetTest(tf.test.TestCase):
     self._cut(cut, 100)  # ids 4, 5, 6 (corrupt image) stay; 7 is cut
     counter = tf.Variable(0, dtype=tf.int64)
     err = []
-    with _captured_stderr(err):
+    with data_testing.captured_stderr(err):
       batches = list(self._eval(2, skip_counter=counter))
     self.assertEqual(_ids(batches), [1, 4, 2, 5])
     self.assertEqual(int(counter.numpy()), 2)  # ids 3 and 6
@@ -261,7 +246,7 @@ class BuildDatasetTest(tf.test.TestCase):
       return decoded['source_id'], {'id': decoded['source_id']}
 
     err = []
-    with _captured_stderr(err):
+    with data_testing.captured_stderr(err):
       ds = pipeline.build_dataset(self.pattern, self.decode, parse, 5,
                                   training=True, shuffle_buffer=1, seed=0)
       for ids, _ in ds.take(2):  # two passes over the 5 readable records
@@ -273,7 +258,7 @@ class BuildDatasetTest(tf.test.TestCase):
   def test_an_intact_file_reads_every_record_without_a_warning(self):
     err = []
     path = os.path.join(self.root, 'r-1.tfrecord')
-    with _captured_stderr(err):
+    with data_testing.captured_stderr(err):
       records = list(pipeline.read_tfrecord_file(
           tf.constant(path), tf.constant(os.path.getsize(path), tf.int64)))
     self.assertLen(records, 4)

@@ -2,12 +2,10 @@
 import base64
 import http.client
 import json
-import threading
 
 import numpy as np
 import tensorflow as tf
 
-from spinenet.serving import client
 from spinenet.serving import server
 from spinenet.serving import signatures as sig
 
@@ -25,21 +23,11 @@ class ServerTest(tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.base, _ = serving_testing.exported_detector()
-    cls.model = server.load_model(cls.base, 'shapes', warmup=True)
-    cls.server = server.make_server(server.RestApi(cls.model), port=0,
-                                    max_request_bytes=MAX_REQUEST_BYTES)
-    cls.port = cls.server.server_address[1]
-    cls.thread = threading.Thread(target=cls.server.serve_forever, daemon=True)
-    cls.thread.start()
-    cls.pixels = serving_testing.image(96, 144)
-    cls.png = serving_testing.encode(cls.pixels, 'PNG')
-    cls.expected = client.LocalPredictor(cls.base).predict([cls.png])[0]
+    serving_testing.start_detector_server(cls, MAX_REQUEST_BYTES)
 
   @classmethod
   def tearDownClass(cls):
-    cls.server.shutdown()
-    cls.server.server_close()
+    serving_testing.stop_server(cls)
     super().tearDownClass()
 
   def _request(self, method, path, body=None, headers=None):

@@ -16,6 +16,7 @@ import os
 import shutil
 import struct
 import tempfile
+import threading
 import zlib
 
 import numpy as np
@@ -165,3 +166,29 @@ def keras_detections(model, pixels):
   boxes = detections['detection_boxes'][0, :num] / tf.tile(info[2], [2])
   return {'boxes': boxes.numpy(), 'scores': detections['detection_scores'][0, :num].numpy(),
           'classes': detections['detection_classes'][0, :num].numpy()}
+
+
+def start_detector_server(test_class, max_request_bytes):
+  """Serves `exported_detector()` on 127.0.0.1 (a free port) for a test class.
+
+  Sets on `test_class`: `base` (the export), `model`, `server`, `port`,
+  `pixels` (a 96x144 image), `png` (it encoded) and `expected` (the
+  in-process prediction of `png`). Stop with `stop_server(test_class)`.
+  """
+  from spinenet.serving import client  # pylint: disable=g-import-not-at-top
+  from spinenet.serving import server  # pylint: disable=g-import-not-at-top
+  test_class.base, _ = exported_detector()
+  test_class.model = server.load_model(test_class.base, 'shapes', warmup=True)
+  test_class.server = server.make_server(server.RestApi(test_class.model), port=0,
+                                         max_request_bytes=max_request_bytes)
+  test_class.port = test_class.server.server_address[1]
+  threading.Thread(target=test_class.server.serve_forever, daemon=True).start()
+  test_class.pixels = image(96, 144)
+  test_class.png = encode(test_class.pixels, 'PNG')
+  test_class.expected = client.LocalPredictor(test_class.base).predict(
+      [test_class.png])[0]
+
+
+def stop_server(test_class):
+  test_class.server.shutdown()
+  test_class.server.server_close()

@@ -25,22 +25,33 @@ def _records(directory):
           'val': os.path.join(directory, 'records', 'val-*.tfrecord')}
 
 
-def parity(args):
+def _two_cpus_and_task(args, normalizer_scope=None):
+  """Splits the CPU into 2 logical devices, then the tiny task on the records.
+
+  Before anything of spinenet's is imported: the logical devices must be set
+  before TensorFlow initializes them.
+  """
   cpu = tf.config.list_physical_devices('CPU')[0]
   tf.config.set_logical_device_configuration(
       cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-  from spinenet.training import losses as losses_lib, optimization, retinanet_task, trainer  # pylint: disable=g-import-not-at-top
-  records = _records(args.records_dir)
-  data = retinanet_task.DataOptions(records['train'], global_batch_size=4,
-                                    aug_rand_hflip=False, seed=0)
-  global_losses = losses_lib.LossOptions(normalizer_scope='global')
-  task = retinanet_task.RetinaNetTask(
+  from spinenet.training import losses, retinanet_task  # pylint: disable=g-import-not-at-top
+  data = retinanet_task.DataOptions(_records(args.records_dir)['train'],
+                                    global_batch_size=4, aug_rand_hflip=False,
+                                    seed=0)
+  loss_options = (losses.LossOptions() if normalizer_scope is None else
+                  losses.LossOptions(normalizer_scope=normalizer_scope))
+  return retinanet_task.RetinaNetTask(
       tiny.model_fn(init_stochastic_depth_rate=0.0, use_sync_bn=True), data,
-      losses=global_losses)
+      losses=loss_options)
+
+
+def parity(args):
+  task = _two_cpus_and_task(args, normalizer_scope='global')
+  from spinenet.training import optimization, retinanet_task, trainer  # pylint: disable=g-import-not-at-top
   # The same model with Winograd 3x3 convs (same variables, same math).
   winograd_task = retinanet_task.RetinaNetTask(
       tiny.model_fn(init_stochastic_depth_rate=0.0, use_sync_bn=True,
-                    winograd_min_size=16), data, losses=global_losses)
+                    winograd_min_size=16), task.train_data, losses=task.loss_options)
   options = optimization.OptimizerOptions(warmup_steps=0)
   step_options = trainer.StepOptions(weight_decay=4e-5, gradient_clip_norm=5.0)
   initial = batch = None
@@ -78,15 +89,8 @@ def replica_scope(args):
   reuses their collective instance keys, so a different sequence of
   collectives (no all-reduce of the positives here) would clash.
   """
-  cpu = tf.config.list_physical_devices('CPU')[0]
-  tf.config.set_logical_device_configuration(
-      cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+  task = _two_cpus_and_task(args)
   from spinenet.training import losses as losses_lib, optimization, retinanet_task, trainer  # pylint: disable=g-import-not-at-top
-  records = _records(args.records_dir)
-  data = retinanet_task.DataOptions(records['train'], global_batch_size=4,
-                                    aug_rand_hflip=False, seed=0)
-  task = retinanet_task.RetinaNetTask(
-      tiny.model_fn(init_stochastic_depth_rate=0.0, use_sync_bn=True), data)
   assert task.loss_options.normalizer_scope == 'replica'
   model = task.build_model()
   initial = model.get_weights()
@@ -102,7 +106,7 @@ def replica_scope(args):
         tf.nest.map_structure(cut, outputs),
         tf.nest.map_structure(cut, labels))['model_loss']))
   global_task = retinanet_task.RetinaNetTask(
-      task._model_fn, data, losses=losses_lib.LossOptions(normalizer_scope='global'))  # pylint: disable=protected-access
+      task._model_fn, task.train_data, losses=losses_lib.LossOptions(normalizer_scope='global'))  # pylint: disable=protected-access
   global_task.build_model()
   global_loss = float(global_task.build_losses(outputs, labels)['model_loss'])
   strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
