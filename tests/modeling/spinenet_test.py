@@ -131,11 +131,3 @@ def test_block_layers_round_trip_their_config():
     assert clone.options.activation == 'swish'
     assert clone.options.norm_momentum == 0.9
 
-
-def test_hard_swish_is_the_mobilenet_v3_formula():
-  from spinenet.modeling import activations
-  x = tf.linspace(-5.0, 5.0, 101)
-  expected = x.numpy() * np.clip(x.numpy() + 3, 0, 6) / 6
-  np.testing.assert_allclose(activations.hard_swish(x), expected, rtol=1e-6, atol=1e-6)
-  with pytest.raises(ValueError, match="Unknown activation 'gelu2'"):
-    activations.get('gelu2')
