@@ -33,11 +33,6 @@ def test_raw_outputs_have_one_entry_per_level_and_anchor(small_retinanet):
     assert out['box_outputs'][str(level)].shape == (2, h, h, 9 * 4)
 
 
-def test_class_bias_starts_at_the_prior(small_retinanet):
-  bias = small_retinanet.head.classifier.bias.numpy()
-  np.testing.assert_allclose(1 / (1 + np.exp(-bias)), 0.01, rtol=1e-5)
-
-
 def test_detect_returns_valid_sorted_clipped_boxes(small_retinanet):
   # Push some logits up so that there are many candidates to sort and clip.
   small_retinanet.head.classifier.bias.assign(
