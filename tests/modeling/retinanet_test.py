@@ -1,4 +1,4 @@
-"""RetinaNet and classifier models: outputs, inference path, published sizes."""
+"""RetinaNet models: outputs, inference path, published sizes."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -67,19 +67,6 @@ def test_detection_options_are_honoured():
   det = model.detect(tf.random.normal([1, SIZE, SIZE, 3]))
   assert det['detection_boxes'].shape == (1, 7, 4)
   assert int(det['num_detections'][0]) == 7
-
-
-def test_classifier_average_fusion_equals_upsample_average_pool():
-  model = registry.build_classifier('49S', num_classes=10, input_size=SIZE,
-                                    endpoints_num_filters=16, dropout_rate=0.0)
-  x = tf.random.normal([2, SIZE, SIZE, 3])
-  logits = model(x, training=False)
-  assert logits.shape == (2, 10) and logits.dtype == tf.float32
-  feats = model.backbone(x, training=False)
-  p3 = feats['3'].shape[1]
-  up = [tf.image.resize(feats[str(l)], [p3, p3], method='nearest') for l in range(3, 8)]
-  pooled = tf.reduce_mean(tf.add_n(up) / 5.0, axis=[1, 2])
-  np.testing.assert_allclose(model.head.linear(pooled), logits, rtol=1e-4, atol=1e-5)
 
 
 def test_resnet_fpn_baseline_builds_p3_to_p7():
