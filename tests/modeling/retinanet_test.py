@@ -77,15 +77,6 @@ def test_resnet_fpn_baseline_builds_p3_to_p7():
   assert abs(profile.count_params(model)['total'] / 34.0e6 - 1) < 0.01
 
 
-def test_unknown_ids_and_arguments_are_named():
-  with pytest.raises(ValueError, match="Unknown model id '50'"):
-    registry.build_backbone('50')
-  with pytest.raises(TypeError, match=r"Unknown argument\(s\) \['widht_scale'\]"):
-    registry.build_backbone('49', 128, widht_scale=2.0)
-  assert registry.resolve('spinenet-49s') == '49S'
-  assert registry.resolve('Mobile_49xs') == 'mobile-49XS'
-
-
 @pytest.mark.parametrize('model_id', ['49S', '49', 'mobile-49', 'mobile-49S', 'mobile-49XS'])
 def test_params_equal_the_model_garden_to_the_parameter(model_id):
   model = registry.build_retinanet(model_id, num_classes=91, input_size=SIZE)
