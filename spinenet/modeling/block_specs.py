@@ -101,6 +101,29 @@ def to_block_specs(specs: Sequence) -> Tuple[BlockSpec, ...]:
   return tuple(out)
 
 
+def check_blocks(specs: Sequence[BlockSpec],
+                 num_stem_blocks: int = NUM_STEM_BLOCKS) -> None:
+  """Raises `ValueError` naming the first block with an unknown type or parents.
+
+  Parents must be two different blocks built before this one (levels and
+  endpoints are `validate`'s part).
+  """
+  for i, s in enumerate(specs):
+    if s.block_fn not in BLOCK_FNS:
+      raise ValueError(f'block_specs[{i}]: unknown block_fn {s.block_fn!r}; '
+                       f'expected one of {BLOCK_FNS}.')
+    built = num_stem_blocks + i
+    for p in s.parents:
+      if p < 0 or p >= built:
+        raise ValueError(
+            f'block_specs[{i}]: parent {p} is not built yet; parents must be in '
+            f'[0, {built - 1}] (0..{num_stem_blocks - 1} are the stem, '
+            f'{num_stem_blocks} + k is block k).')
+    if s.parents[0] == s.parents[1]:
+      raise ValueError(f'block_specs[{i}]: both parents are {s.parents[0]}; a '
+                       'block merges two different parents.')
+
+
 def validate(specs: Sequence[BlockSpec], min_level: int, max_level: int,
              valid_levels: Sequence[int],
              num_stem_blocks: int = NUM_STEM_BLOCKS) -> None:
@@ -117,23 +140,11 @@ def validate(specs: Sequence[BlockSpec], min_level: int, max_level: int,
                      f'min_level={min_level}, max_level={max_level}')
   outputs = {}
   lo, hi = min(valid_levels), max(valid_levels)
+  check_blocks(specs, num_stem_blocks)
   for i, s in enumerate(specs):
-    if s.block_fn not in BLOCK_FNS:
-      raise ValueError(f'block_specs[{i}]: unknown block_fn {s.block_fn!r}; '
-                       f'expected one of {BLOCK_FNS}.')
     if s.level not in valid_levels:
       raise ValueError(f'block_specs[{i}]: level {s.level} is out of range; '
                        f'levels must be in [{lo}, {hi}].')
-    built = num_stem_blocks + i
-    for p in s.parents:
-      if p < 0 or p >= built:
-        raise ValueError(
-            f'block_specs[{i}]: parent {p} is not built yet; parents must be in '
-            f'[0, {built - 1}] (0..{num_stem_blocks - 1} are the stem, '
-            f'{num_stem_blocks} + k is block k).')
-    if s.parents[0] == s.parents[1]:
-      raise ValueError(f'block_specs[{i}]: both parents are {s.parents[0]}; a '
-                       'block merges two different parents.')
     if s.is_output:
       if s.level in outputs:
         raise ValueError(
@@ -226,7 +237,8 @@ def merge_plan(block_specs: Sequence, filter_size_scale: float = 1.0) -> MergePl
   merge itself does not depend on `filter_size_scale`; the planned widths do.
 
   Args:
-    block_specs: tuples or `BlockSpec`s (not validated here: see `validate`).
+    block_specs: tuples or `BlockSpec`s; block types and parents are checked
+      (`check_blocks`), levels and endpoints are `validate`'s part.
     filter_size_scale: multiplies every block width C.
 
   Returns:
@@ -236,6 +248,7 @@ def merge_plan(block_specs: Sequence, filter_size_scale: float = 1.0) -> MergePl
     ValueError: for malformed specs or mbconv mixed with other block types.
   """
   specs = to_block_specs(block_specs)
+  check_blocks(specs)
   mobile = is_mobile(specs)
   widths = level_widths(mobile)
   width = lambda level: int(widths[level] * filter_size_scale)  # noqa: E731

@@ -275,7 +275,7 @@ class OddFilesTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(coco_json.load_coco(path).categories, {1: 'caf\u00e9'})
 
   def test_progress_counts_converted_and_skipped_images(self):
-    with self.assertLogs(level='INFO') as logs:
+    with self.assertLogs('absl', level='INFO') as logs:
       self._convert(['rgb_jpeg', 'missing', 'not_an_image', 'png16'])
     progress = [r.getMessage() for r in logs.records
                 if r.getMessage().startswith('converted ')]

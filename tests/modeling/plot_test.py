@@ -46,3 +46,16 @@ def test_malformed_spec_raises_naming_the_block(tmp_path):
     plot.plot_block_graph(((3, 'bottleneck', (0, 1), True), (4, 'residual', (0,), True)),
                           str(path))
   assert not path.exists()
+
+
+@pytest.mark.parametrize('specs, message', [
+    (((3, 'bottleneck', (0, 1), True), (4, 'residual', (0, 9), True)),
+     r'block_specs\[1\]: parent 9 is not built yet; parents must be in \[0, 2\]'),
+    (((3, 'unknown_block', (0, 1), True),),
+     r"block_specs\[0\]: unknown block_fn 'unknown_block'"),
+])
+def test_unbuildable_spec_raises_naming_the_block(tmp_path, specs, message):
+  path = tmp_path / 'bad.png'
+  with pytest.raises(ValueError, match=message):
+    plot.plot_block_graph(specs, str(path))
+  assert not path.exists()

@@ -42,7 +42,7 @@ class TrialStoreTest(absltest.TestCase):
     store.append_trial({'id': 0})
     with open(store.trials_path, 'a') as f:
       f.write('{"id": 1, "rew')
-    with self.assertLogs(level='WARNING') as logs:
+    with self.assertLogs('absl', level='WARNING') as logs:
       reopened = trials_lib.TrialStore(self.dir)
     self.assertIn('dropping an unfinished last line (14 bytes)', logs.output[0])
     self.assertEqual(reopened.read_trials(), [{'id': 0}])
