@@ -6,7 +6,7 @@ cycle is still a cycle. Edges go to modules of this repository only;
 `from package import name` points at `package.name` when that is a module,
 else at `package`.
 
-What is asserted (the rules are those of /work/shared/DESIGN.md, "Packages
+What is asserted (the package rules of the project's design, "Packages
 and what each may import"):
 
 * no import cycle among all `spinenet` modules;

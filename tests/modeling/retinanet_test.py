@@ -11,7 +11,7 @@ SIZE = 128
 
 # Total parameters (every weight, batch-norm moving statistics included) of
 # tf-models-official 2.20.0's RetinaNet for each id: 91 classes, 9 anchors per
-# location, the recipe's head (shared/REFERENCE.md section 2).
+# location, the recipe's head (the README's Models table lists the same counts).
 MODEL_GARDEN_PARAMS = {
     '49S': 11_333_318, '49': 28_652_567, '96': 43_118_103, '143': 67_146_263,
     '190': 163_970_583, 'mobile-49': 2_386_603, 'mobile-49S': 1_063_047,
