@@ -114,10 +114,15 @@ class _Worker:
       self.process.join(timeout)
 
 
+def _rank(record):
+  """Sort key of a finished record: higher reward, then lower trial id."""
+  return (record['reward'], -record['trial'])
+
+
 def best_trial(records):
-  """The finished trial with the highest reward (earliest on ties), or None."""
+  """The finished trial with the highest reward (lowest id on ties), or None."""
   ok = [r for r in records if r.get('status') == 'ok']
-  return max(ok, key=lambda r: (r['reward'], -r['trial'])) if ok else None
+  return max(ok, key=_rank) if ok else None
 
 
 def _search_config(options, space):
@@ -309,8 +314,10 @@ class _Search:
 
   def _call_back(self, record):
     """`on_best` for a new best trial, then `on_trial` with every record."""
+    # Same order as `best_trial`: trials finish out of order, so a tie goes
+    # to the lower trial id, not to whichever finished first.
     if record['status'] == 'ok' and (self.best is None
-                                     or record['reward'] > self.best['reward']):
+                                     or _rank(record) > _rank(self.best)):
       self.best = record
       if self._on_best is not None:
         self._on_best(self.best)

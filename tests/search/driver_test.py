@@ -82,6 +82,19 @@ class DriverTest(absltest.TestCase):
     self.assertEqual(state['pending'], {})
     self.assertEqual(sorted(state['told']), list(range(6)))
 
+  def test_a_tie_goes_to_the_lower_trial_id_whatever_finished_first(self):
+    search_dir = self.create_tempdir()
+    bests = []
+    result = driver.run_search(
+        search_fakes.tied_trial_first_is_slowest, search_dir, num_trials=3,
+        num_workers=2, options=driver.SearchOptions(algorithm='random'),
+        on_best=bests.append, poll_seconds=0.2)
+    records = _records(search_dir)
+    self.assertNotEqual(records[0]['trial'], 0)  # trial 0 really finished late
+    self.assertEqual(result['best']['trial'], 0)
+    self.assertEqual(result['best'], driver.best_trial(records))
+    self.assertEqual(bests[-1]['trial'], 0)
+
   def test_resume_continues_the_same_search(self):
     options = driver.SearchOptions(algorithm='reinforce', seed=2)
     straight = self.create_tempdir()

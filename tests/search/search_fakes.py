@@ -35,3 +35,10 @@ def failing_trial(block_specs, trial_dir):
   if _trial_id(trial_dir) == 1:
     raise RuntimeError('loss became NaN (fake)')
   return closeness_trial(block_specs, trial_dir)
+
+
+def tied_trial_first_is_slowest(block_specs, trial_dir):
+  """Every trial scores 0.5; trial 0 finishes last, so ties finish out of order."""
+  del block_specs
+  time.sleep(3.0 if _trial_id(trial_dir) == 0 else 0.0)
+  return {'reward': 0.5, 'params': 1, 'flops': None}
