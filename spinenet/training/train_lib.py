@@ -28,6 +28,8 @@ import tf_keras as keras
 
 from spinenet.training import base_task
 from spinenet.training import coco_evaluator
+from spinenet.training import freezing
+from spinenet.training import initialization
 from spinenet.training import optimization
 from spinenet.training import strategies
 from spinenet.training import trainer as trainer_lib
@@ -49,8 +51,19 @@ class TrainerOptions:
     eval_steps: evaluation batches (-1: the whole split).
     eval_timeout: `continuous_eval` stops after this many seconds without a
       new checkpoint (None: waits until `train_steps` is reached).
-    init_checkpoint: optional checkpoint whose `model` initializes a new run
-      (ignored when `model_dir` has a checkpoint).
+    init_checkpoint: optional checkpoint (a prefix, or a directory: its
+      latest) whose `model` initializes a new run (ignored when `model_dir`
+      has a checkpoint): a training checkpoint of this project or
+      `spinenet-convert` output.
+    init_checkpoint_parts: what `init_checkpoint` restores
+      (`initialization.PARTS`): 'all' (default), 'backbone' or
+      'backbone_and_head_towers'. A class predictor whose class count differs
+      from the checkpoint's is re-initialized (focal-loss prior bias); the
+      log and `model_dir/init_checkpoint.json` list what was restored,
+      re-initialized and skipped.
+    freeze_backbone: train the head only: the backbone's weights and
+      batch-norm statistics stay fixed (batch norms in inference mode,
+      stochastic depth off; `freezing.freeze_backbone`).
     precision: 'float32', 'mixed_bfloat16' (TPU, CPU) or 'mixed_float16'
       (GPU, with loss scaling).
     jit_compile: compile the train step with XLA (static shapes; TPUs
@@ -64,6 +77,8 @@ class TrainerOptions:
   eval_steps: int = -1
   eval_timeout: Optional[float] = None
   init_checkpoint: str = ''
+  init_checkpoint_parts: str = 'all'
+  freeze_backbone: bool = False
   precision: str = 'float32'
   jit_compile: bool = False
 
@@ -76,6 +91,10 @@ class TrainerOptions:
     if self.precision not in optimization.PRECISIONS:
       raise ValueError(f'TrainerOptions.precision must be one of '
                        f'{optimization.PRECISIONS}. Received: {self.precision!r}')
+    if self.init_checkpoint_parts not in initialization.PARTS:
+      raise ValueError('TrainerOptions.init_checkpoint_parts must be one of '
+                       f'{initialization.PARTS}. Received: '
+                       f'{self.init_checkpoint_parts!r}')
     if self.eval_interval is not None and self.eval_interval < 1:
       raise ValueError('TrainerOptions.eval_interval must be >= 1 or None. '
                        f'Received: {self.eval_interval}')
@@ -225,6 +244,8 @@ def build_experiment(task: base_task.Task, mode: str, model_dir: str,
   try:
     with strategy.scope():
       model = task.build_model()
+      if o.freeze_backbone:
+        freezing.freeze_backbone(model)
       learning_rate = optimization.build_learning_rate(optimizer_options,
                                                        o.train_steps)
       optimizer = optimization.build_optimizer(optimizer_options, learning_rate,
@@ -241,8 +262,12 @@ def build_experiment(task: base_task.Task, mode: str, model_dir: str,
   init_fn = None
   if o.init_checkpoint:
     def init_fn():
-      logging.info('initializing the model from %s', o.init_checkpoint)
-      tf.train.Checkpoint(model=model).read(o.init_checkpoint).expect_partial()
+      logging.info('initializing the model from %s (parts=%r)',
+                   o.init_checkpoint, o.init_checkpoint_parts)
+      report = initialization.initialize_from_checkpoint(
+          model, o.init_checkpoint, o.init_checkpoint_parts)
+      if chief:
+        initialization.write_report(report, model_dir)
   manager = tf.train.CheckpointManager(
       checkpoint, write_dir, max_to_keep=o.max_checkpoints, step_counter=step,
       checkpoint_interval=o.checkpoint_interval, init_fn=init_fn)
