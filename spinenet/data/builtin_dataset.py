@@ -7,19 +7,55 @@ with `image_size`), in random saturated colours, overlapping a little. Images
 are real JPEG files and the annotations a COCO JSON file, so the demo runs the
 same conversion tool (`spinenet-create-coco-tfrecord`) as a user does on COCO.
 
-Everything is a function of `seed`: generating twice gives the same bytes.
+Variants for fine-tuning experiments: `class_names` picks other shapes from
+`SHAPES` (e.g. rings, diamonds and hexagons instead of the default four) and
+`category_ids` numbers them otherwise (e.g. with gaps, as COCO does).
+
+Everything is a function of `seed` (and the class choice): generating twice
+gives the same bytes; the defaults give the original dataset.
 """
 import json
+import math
 import os
-from typing import Dict
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 CLASS_NAMES = ('circle', 'square', 'triangle', 'cross')
+# Every shape the generator draws; the default dataset uses CLASS_NAMES.
+SHAPES = CLASS_NAMES + ('ring', 'diamond', 'hexagon', 'star')
 # Category ids as COCO numbers them: from 1, 0 is background.
 CATEGORIES = tuple({'id': i + 1, 'name': name, 'supercategory': 'shape'}
                    for i, name in enumerate(CLASS_NAMES))
+
+
+def categories(class_names: Sequence[str] = CLASS_NAMES,
+               category_ids: Optional[Sequence[int]] = None) -> tuple:
+  """COCO category dicts of a variant: ids 1..K in order, or `category_ids`.
+
+  Args:
+    class_names: shapes from `SHAPES`, distinct.
+    category_ids: optional positive distinct ints, one per class.
+
+  Returns:
+    tuple of `{'id', 'name', 'supercategory'}` dicts.
+
+  Raises:
+    ValueError: naming the unknown shape or the bad ids.
+  """
+  unknown = [n for n in class_names if n not in SHAPES]
+  if unknown or not class_names or len(set(class_names)) != len(class_names):
+    raise ValueError(f'`class_names` must be distinct names from {SHAPES}. '
+                     f'Received: {tuple(class_names)}')
+  ids = (list(range(1, len(class_names) + 1)) if category_ids is None
+         else [int(i) for i in category_ids])
+  if (len(ids) != len(class_names) or len(set(ids)) != len(ids)
+      or min(ids) < 1):
+    raise ValueError('`category_ids` must be distinct ints >= 1, one per class '
+                     f'of {tuple(class_names)}. Received: {category_ids}')
+  return tuple({'id': i, 'name': n, 'supercategory': 'shape'}
+               for i, n in zip(ids, class_names))
 _SPLITS = {'train': 0, 'val': 1}
 _REFERENCE_SIZE = 256  # object sizes below are for this image size
 _MIN_OBJECT, _MAX_OBJECT = 16, 100
@@ -27,9 +63,10 @@ _MAX_OBJECTS = 5
 _MAX_PAIR_IOU = 0.25  # overlaps allowed, but every shape stays recognisable
 
 
-def label_map() -> Dict[int, str]:
-  """Category id -> name, e.g. `{1: 'circle', ...}`."""
-  return {c['id']: c['name'] for c in CATEGORIES}
+def label_map(class_names: Sequence[str] = CLASS_NAMES,
+              category_ids: Optional[Sequence[int]] = None) -> Dict[int, str]:
+  """Category id -> name, e.g. `{1: 'circle', ...}` (of a variant if given)."""
+  return {c['id']: c['name'] for c in categories(class_names, category_ids)}
 
 
 def _hsv_to_rgb(h, s, v):
@@ -77,6 +114,23 @@ def _shape_mask(class_name, box, size, rng):
     draw.ellipse(box, fill=255)
   elif class_name == 'square':
     draw.rectangle(box, fill=255)
+  elif class_name == 'ring':
+    draw.ellipse(box, fill=255)
+    inset_x, inset_y = (x1 - x0) * 0.22, (y1 - y0) * 0.22
+    draw.ellipse((x0 + inset_x, y0 + inset_y, x1 - inset_x, y1 - inset_y), fill=0)
+  elif class_name in ('diamond', 'hexagon', 'star'):
+    xc, yc, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+    if class_name == 'diamond':
+      radii, start = [1.0] * 4, -90
+    elif class_name == 'hexagon':
+      radii, start = [1.0] * 6, 0
+    else:  # five-pointed star
+      radii, start = [1.0, 0.45] * 5, -90
+    step = 360.0 / len(radii)
+    points = [(xc + r * rx * math.cos(math.radians(start + i * step)),
+               yc + r * ry * math.sin(math.radians(start + i * step)))
+              for i, r in enumerate(radii)]
+    draw.polygon(points, fill=255)
   elif class_name == 'triangle':
     if rng.uniform() < 0.5:  # apex up
       points = [((x0 + x1) / 2, y0), (x1, y1), (x0, y1)]
@@ -101,18 +155,21 @@ def _iou(a, b):
   return inter / union if union > 0 else 0.0
 
 
-def render_image(rng, image_size=256):
+def render_image(rng, image_size=256, class_names=CLASS_NAMES,
+                 category_ids=None):
   """Draws one image.
 
   Args:
     rng: `np.random.Generator`.
     image_size: side of the square image in pixels.
+    class_names, category_ids: the classes drawn (see `categories`).
 
   Returns:
     image: uint8 `[image_size, image_size, 3]`.
     objects: list of dicts with `category_id`, `bbox` (COCO `[x, y, w, h]`
       in pixels, tight around the drawn pixels) and `area` (pixel count).
   """
+  cats = categories(class_names, category_ids)
   size = image_size
   image = _background(rng, size)
   unit = size / _REFERENCE_SIZE
@@ -129,8 +186,8 @@ def render_image(rng, image_size=256):
         break
     else:
       continue
-    class_id = int(rng.integers(len(CLASS_NAMES)))
-    mask = _shape_mask(CLASS_NAMES[class_id], box, size, rng)
+    class_id = int(rng.integers(len(cats)))
+    mask = _shape_mask(cats[class_id]['name'], box, size, rng)
     ys, xs = np.nonzero(mask)
     if ys.size == 0:
       continue
@@ -143,7 +200,7 @@ def render_image(rng, image_size=256):
     placed.append(box)
     x_min, y_min = int(xs.min()), int(ys.min())
     objects.append({
-        'category_id': CATEGORIES[class_id]['id'],
+        'category_id': cats[class_id]['id'],
         'bbox': [x_min, y_min, int(xs.max()) + 1 - x_min,
                  int(ys.max()) + 1 - y_min],
         'area': int(ys.size),
@@ -153,12 +210,15 @@ def render_image(rng, image_size=256):
 
 def generate(output_dir: str, num_train: int = 400, num_val: int = 100,
              image_size: int = 256, seed: int = 0,
-             jpeg_quality: int = 92) -> Dict[str, str]:
+             jpeg_quality: int = 92,
+             class_names: Sequence[str] = CLASS_NAMES,
+             category_ids: Optional[Sequence[int]] = None) -> Dict[str, str]:
   """Writes the dataset as JPEG files and COCO JSON.
 
   Layout: `output_dir/{train,val}/NNNNNN.jpg` and
   `output_dir/annotations/{train,val}.json`. Image ids start at 1 in each
-  split; categories are `CATEGORIES` (ids 1..4).
+  split; categories are `CATEGORIES` (ids 1..4) by default, else those of
+  `categories(class_names, category_ids)`.
 
   Args:
     output_dir: directory to write into (created if missing).
@@ -167,6 +227,9 @@ def generate(output_dir: str, num_train: int = 400, num_val: int = 100,
     image_size: side of the square images in pixels.
     seed: int; the output is a deterministic function of it.
     jpeg_quality: JPEG quality of the written images.
+    class_names: shapes drawn, from `SHAPES` (default: the four of
+      `CLASS_NAMES`).
+    category_ids: optional category id of each class (default 1..K).
 
   Returns:
     dict with `train_images`, `val_images` (directories) and `train_json`,
@@ -179,6 +242,7 @@ def generate(output_dir: str, num_train: int = 400, num_val: int = 100,
   """
   if image_size < 64:
     raise ValueError(f'`image_size` must be >= 64. Received: {image_size}')
+  cats = categories(class_names, category_ids)
   os.makedirs(os.path.join(output_dir, 'annotations'), exist_ok=True)
   paths = {}
   for split, count in (('train', num_train), ('val', num_val)):
@@ -187,7 +251,7 @@ def generate(output_dir: str, num_train: int = 400, num_val: int = 100,
     images, annotations = [], []
     for index in range(count):
       rng = np.random.default_rng([seed, _SPLITS[split], index])
-      pixels, objects = render_image(rng, image_size)
+      pixels, objects = render_image(rng, image_size, class_names, category_ids)
       image_id = index + 1
       file_name = f'{image_id:06d}.jpg'
       Image.fromarray(pixels).save(os.path.join(image_dir, file_name),
@@ -202,7 +266,7 @@ def generate(output_dir: str, num_train: int = 400, num_val: int = 100,
       json.dump({'info': {'description': 'spinenet built-in shapes',
                           'seed': seed},
                  'images': images, 'annotations': annotations,
-                 'categories': list(CATEGORIES)}, f)
+                 'categories': list(cats)}, f)
     paths[f'{split}_images'] = image_dir
     paths[f'{split}_json'] = json_path
   return paths

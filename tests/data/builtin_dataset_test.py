@@ -80,3 +80,43 @@ class BuiltinDatasetTest(tf.test.TestCase):
 
 if __name__ == '__main__':
   tf.test.main()
+
+
+class VariantTest(tf.test.TestCase):
+  """Other shapes and category ids (fine-tuning experiments)."""
+
+  def setUp(self):
+    super().setUp()
+    self.root = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, self.root)
+
+  def test_other_shapes_and_ids_are_drawn_and_annotated(self):
+    names, ids = ('ring', 'diamond', 'hexagon', 'star'), (3, 7, 9, 11)
+    paths = builtin_dataset.generate(self.root, num_train=16, num_val=0,
+                                     image_size=128, seed=0, class_names=names,
+                                     category_ids=ids)
+    coco = coco_json.load_coco(paths['train_json'])
+    self.assertEqual(coco.categories, dict(zip(ids, names)))
+    self.assertEqual(coco.categories, builtin_dataset.label_map(names, ids))
+    seen = {a['category_id'] for im in coco.images for a in im.annotations}
+    self.assertEqual(seen, set(ids))
+    for image in coco.images:
+      for ann in image.annotations:
+        x, y, w, h = ann['bbox']
+        # Filled fraction of the box tells the shapes apart: a ring or a star
+        # covers well under a full box, a hexagon most of it.
+        fill = ann['area'] / float(w * h)
+        name = coco.categories[ann['category_id']]
+        bounds = {'ring': (0.3, 0.65), 'diamond': (0.4, 0.65),
+                  'hexagon': (0.6, 0.9), 'star': (0.2, 0.5)}[name]
+        if min(w, h) >= 16:  # small shapes are too coarse to tell
+          self.assertBetween(fill, *bounds, msg=f'{name} {ann}')
+
+  def test_defaults_are_the_original_dataset_and_bad_classes_are_named(self):
+    self.assertEqual(builtin_dataset.categories(), builtin_dataset.CATEGORIES)
+    with self.assertRaisesRegex(ValueError, 'hexagon.*oval'):
+      builtin_dataset.categories(('ring', 'oval'))
+    with self.assertRaisesRegex(ValueError, 'category_ids'):
+      builtin_dataset.categories(('ring', 'star'), (2, 2))
+    with self.assertRaisesRegex(ValueError, 'category_ids'):
+      builtin_dataset.categories(('ring',), (0,))
