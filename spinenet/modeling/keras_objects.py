@@ -24,6 +24,8 @@ from spinenet.modeling import winograd_conv
 
 _CLASSES = (
     batch_norm.BatchNormalization,
+    layers.FixedPaddingConv2D,
+    layers.FixedPaddingDepthwiseConv2D,
     layers.StochasticDepth,
     layers.SqueezeExcite,
     layers.ResidualBlock,

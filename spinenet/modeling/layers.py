@@ -40,6 +40,9 @@ class BlockOptions:
     kernel_regularizer: optional Keras regularizer for conv kernels.
     winograd_min_size: 3x3 stride-1 convs run as Winograd convolutions on
       inputs at least this large (`winograd_conv.WinogradConv2D`); 0 never.
+    fixed_padding: strided convs pad by their kernel size alone
+      (`FixedPaddingConv2D`), as the authors' TF1 code does; False (default):
+      Keras 'same' padding, as the Model Garden does. Same variables.
   """
   activation: str = 'relu'
   use_sync_bn: bool = False
@@ -48,14 +51,25 @@ class BlockOptions:
   kernel_initializer: Any = 'VarianceScaling'
   kernel_regularizer: Optional[Any] = None
   winograd_min_size: int = 0
+  fixed_padding: bool = False
 
   def conv(self, filters, kernel_size, strides=1, name=None, **kwargs):
+    if self.fixed_padding and strides not in (1, (1, 1)):
+      return FixedPaddingConv2D(
+          filters, kernel_size, strides=strides, use_bias=False,
+          kernel_initializer=new_initializer(self.kernel_initializer),
+          kernel_regularizer=self.kernel_regularizer, name=name, **kwargs)
     return winograd_conv.conv2d(
         filters, kernel_size, strides, self.winograd_min_size, use_bias=False,
         kernel_initializer=new_initializer(self.kernel_initializer),
         kernel_regularizer=self.kernel_regularizer, name=name, **kwargs)
 
   def depthwise_conv(self, kernel_size, strides=1, name=None):
+    if self.fixed_padding and strides not in (1, (1, 1)):
+      return FixedPaddingDepthwiseConv2D(
+          kernel_size, strides=strides, use_bias=False,
+          depthwise_initializer=new_initializer(self.kernel_initializer),
+          depthwise_regularizer=self.kernel_regularizer, name=name)
     return keras.layers.DepthwiseConv2D(
         kernel_size, strides=strides, padding='same', use_bias=False,
         depthwise_initializer=new_initializer(self.kernel_initializer),
@@ -84,6 +98,45 @@ class BlockOptions:
     if d.get('kernel_regularizer'):
       d['kernel_regularizer'] = keras.regularizers.get(d['kernel_regularizer'])
     return cls(**d)
+
+
+def fixed_pad(x, kernel_size):
+  """Zero-pads `[B, H, W, C]` by `(k - 1) // 2` before and the rest after.
+
+  The padding of the authors' TF1 code (`fixed_padding`) for strided convs:
+  it depends on the kernel size only. Keras 'same' padding depends on the
+  input size too: for an even input and stride 2 it puts one zero less
+  before, so the taps sit one pixel lower and further right.
+  """
+  ks = kernel_size if isinstance(kernel_size, (tuple, list)) else (kernel_size,) * 2
+  pads = [((k - 1) // 2, (k - 1) - (k - 1) // 2) for k in ks]
+  return tf.pad(x, [(0, 0), pads[0], pads[1], (0, 0)])
+
+
+class FixedPaddingConv2D(keras.layers.Conv2D):
+  """`Conv2D` that pads by its kernel size alone (`fixed_pad`), then 'valid'.
+
+  The strided convs of the authors' TF1 SpineNet (`conv2d_fixed_padding`).
+  Same variables as `Conv2D`; any `padding` argument is replaced by 'valid'.
+  """
+
+  def __init__(self, filters, kernel_size, **kwargs):
+    kwargs['padding'] = 'valid'
+    super().__init__(filters, kernel_size, **kwargs)
+
+  def call(self, inputs):
+    return super().call(fixed_pad(inputs, self.kernel_size))
+
+
+class FixedPaddingDepthwiseConv2D(keras.layers.DepthwiseConv2D):
+  """`DepthwiseConv2D` padded like `FixedPaddingConv2D`."""
+
+  def __init__(self, kernel_size, **kwargs):
+    kwargs['padding'] = 'valid'
+    super().__init__(kernel_size, **kwargs)
+
+  def call(self, inputs):
+    return super().call(fixed_pad(inputs, self.kernel_size))
 
 
 class StochasticDepth(keras.layers.Layer):
@@ -296,20 +349,25 @@ class MBConvBlock(_Block):
     filters: int. Output width.
     expand_ratio: int. Expansion of the hidden width. Defaults to 6.
     se_gating: str. Gate of the squeeze-excite. Defaults to hard_sigmoid.
+    se_activation: str. Activation between the squeeze-excite's two 1x1
+      convs. Defaults to relu (the Model Garden; the authors' TF1 code: swish
+      with a sigmoid gate).
     Other arguments as `ResidualBlock` (`use_projection` is unused).
 
   Returns:
     float `[B, H / strides, W / strides, filters]`.
   """
 
-  def __init__(self, filters, expand_ratio=6, se_gating='hard_sigmoid', **kwargs):
+  def __init__(self, filters, expand_ratio=6, se_gating='hard_sigmoid',
+               se_activation='relu', **kwargs):
     super().__init__(filters, **kwargs)
     self.expand_ratio = expand_ratio
     self.se_gating = se_gating
+    self.se_activation = se_activation
 
   def get_config(self):
     return dict(super().get_config(), expand_ratio=self.expand_ratio,
-                se_gating=self.se_gating)
+                se_gating=self.se_gating, se_activation=self.se_activation)
 
   def build(self, input_shape):
     o = self.options
@@ -324,6 +382,7 @@ class MBConvBlock(_Block):
     self.se = None
     if self.se_ratio and 0 < self.se_ratio <= 1:
       self.se = SqueezeExcite(se_filters(in_filters, self.se_ratio),
+                              activation=self.se_activation,
                               gating=self.se_gating,
                               kernel_initializer=o.kernel_initializer,
                               kernel_regularizer=o.kernel_regularizer, name='se')

@@ -38,6 +38,15 @@ class ModelSpec:
   anchor_size: float = 3.0
   resnet_depth: int = 0
   block_specs: Tuple[Any, ...] = block_specs.SPINENET_49
+  # Further `spinenet.build_spinenet` defaults of the id, `(name, value)` pairs.
+  backbone_options: Tuple[Tuple[str, Any], ...] = ()
+
+
+# The authors' TF1 numerics (tensorflow/tpu models/official/detection):
+# strided convs padded by kernel size, TF1's pooling and resizing in
+# cross-scale connections, batch norm epsilon 1e-4 (detection configs).
+TF1_BACKBONE_OPTIONS = (('fixed_padding', True), ('resample_rule', 'tf1'),
+                        ('norm_epsilon', 1e-4))
 
 
 MODELS = {
@@ -64,12 +73,23 @@ MODELS = {
                              activation='swish', head_filters=24,
                              separable_head=True,
                              block_specs=block_specs.MOBILE_SPINENET_49),
+    # SpineNetMB-49 of the authors' TF1 model zoo (spinenet-mbconv49_retinanet):
+    # mobile-49's blocks and parameters (2,386,603; 2,337,579 trainable), but
+    # swish everywhere, a swish / sigmoid squeeze-excite and TF1's padding and
+    # batch norm epsilon.
+    'MB-49': ModelSpec('mobile', 384, endpoints_num_filters=48, se_ratio=0.2,
+                       head_filters=48, separable_head=True,
+                       block_specs=block_specs.MOBILE_SPINENET_49,
+                       backbone_options=TF1_BACKBONE_OPTIONS + (
+                           ('mbconv_se_activation', 'swish'),
+                           ('mbconv_se_gating', 'sigmoid'))),
     'resnet50-fpn': ModelSpec('resnet_fpn', 640, resnet_depth=50, activation='relu'),
     'resnet101-fpn': ModelSpec('resnet_fpn', 640, resnet_depth=101, activation='relu'),
     'resnet152-fpn': ModelSpec('resnet_fpn', 640, resnet_depth=152, activation='relu'),
 }
 
-SPINENET_IDS = ('49S', '49', '96', '143', '190', 'mobile-49', 'mobile-49S', 'mobile-49XS')
+SPINENET_IDS = ('49S', '49', '96', '143', '190', 'mobile-49', 'mobile-49S', 'mobile-49XS',
+                'MB-49')
 
 
 def list_models(pattern='*'):
@@ -99,7 +119,9 @@ _BACKBONE_ARGS = ('min_level', 'max_level', 'endpoints_num_filters', 'resample_a
                   'block_repeats', 'filter_size_scale', 'init_stochastic_depth_rate',
                   'se_ratio', 'expand_ratio', 'activation', 'use_sync_bn',
                   'norm_momentum', 'norm_epsilon', 'kernel_initializer',
-                  'kernel_regularizer', 'block_specs', 'winograd_min_size')
+                  'kernel_regularizer', 'block_specs', 'winograd_min_size',
+                  'fixed_padding', 'resample_rule', 'mbconv_se_activation',
+                  'mbconv_se_gating')
 _NORM_ARGS = ('activation', 'use_sync_bn', 'norm_momentum', 'norm_epsilon')
 
 
@@ -143,6 +165,7 @@ def build_backbone(model_id, input_size=None, **overrides):
       filter_size_scale=spec.filter_size_scale, resample_alpha=spec.resample_alpha,
       block_repeats=spec.block_repeats, se_ratio=spec.se_ratio,
       activation=spec.activation, init_stochastic_depth_rate=0.2)
+  kwargs.update(spec.backbone_options)
   kwargs.update(overrides)
   return spinenet_lib.build_spinenet(input_shape=shape, name=name, **kwargs)
 
@@ -180,7 +203,8 @@ def build_retinanet(model_id, num_classes=91, input_size=None, *, head_convs=Non
   anchor_config = retinanet_lib.AnchorConfig(
       num_scales=num_scales, aspect_ratios=tuple(aspect_ratios),
       anchor_size=spec.anchor_size if anchor_size is None else anchor_size)
-  norm = {k: backbone_overrides[k] for k in _NORM_ARGS if k in backbone_overrides}
+  norm = {k: v for k, v in spec.backbone_options if k in _NORM_ARGS}
+  norm.update({k: backbone_overrides[k] for k in _NORM_ARGS if k in backbone_overrides})
   norm.setdefault('activation', spec.activation)
   head = heads.RetinaNetHead(
       min_level, max_level, num_classes, anchor_config.num_anchors,

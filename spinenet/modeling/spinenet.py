@@ -15,7 +15,7 @@ Example:
 import dataclasses
 import math
 import numbers
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 from absl import logging
 import tensorflow as tf
@@ -71,8 +71,20 @@ class Resample(keras.layers.Layer):
   """Cross-scale connection from a parent block to a target block.
 
   SpineNet: 1x1 conv to `reduced_filters` (+norm+act); going down, a 3x3
-  stride-2 conv (+norm+act) then 3x3 stride-2 max pools; going up, nearest
+  stride-2 conv (+norm+act) then max pooling; going up, nearest
   upsampling; then a 1x1 conv to `out_filters` and norm (no activation).
+  How the pooling and upsampling reach the target size is `rule`:
+  'stacked' (default, the Model Garden): one 3x3 stride-2 pool per further
+  halving; upsampling by `2**-level_shift`, cropped to `target_size`.
+  'tf1' (the authors' TF1 code, `resample_with_alpha`): one max pool, 3x3
+  if the parent is at most 4x wider than the target, else 5x5, with stride
+  `parent_width // target_width // 2` (2 if the widths do not divide); then,
+  and for upsampling by a non-integer factor, TF1's nearest resize
+  (`tf.compat.v1.image.resize_nearest_neighbor`) to the target width and
+  `int(target_width / parent_width * parent_height)` rows. Both rules agree
+  wherever a pool covers one halving (level shifts up to 2) and the sizes
+  divide; they differ for shifts of 3 or more (one 5x5 stride-4 pool vs two
+  3x3 stride-2 pools) and at sizes that do not divide (e.g. 224 px).
   Mobile SpineNet (`mobile=True`): no first 1x1; one 3x3 stride-2 depthwise
   conv (+norm+act) per halving; nearest upsampling; 1x1 conv + norm.
 
@@ -86,11 +98,14 @@ class Resample(keras.layers.Layer):
       the upsampled map is cropped to it: for inputs that are not multiples
       of `2**level` (e.g. 224 px) a level is `ceil(size / 2**level)` pixels,
       as stride-2 'same' layers give, so `2**shift` times the parent can be
-      one pixel too many. None: no crop.
+      one pixel too many. None: no crop (rule 'tf1': sizes that divide).
+    rule: 'stacked' or 'tf1' (above; mobile resampling has one rule).
   """
 
+  RULES = ('stacked', 'tf1')
+
   def __init__(self, reduced_filters, out_filters, level_shift, mobile=False,
-               options=None, target_size=None, **kwargs):
+               options=None, target_size=None, rule='stacked', **kwargs):
     super().__init__(**kwargs)
     if isinstance(options, dict):
       options = layers_lib.BlockOptions.from_dict(options)
@@ -98,6 +113,10 @@ class Resample(keras.layers.Layer):
     self.reduced_filters, self.out_filters = reduced_filters, out_filters
     self.level_shift, self.mobile = level_shift, mobile
     self.target_size = tuple(target_size) if target_size else None
+    if rule not in self.RULES:
+      raise ValueError(f'Resample rule must be one of {self.RULES}. Received: '
+                       f'rule={rule!r}')
+    self.rule = rule
     self.reduce = None if mobile else ConvNormAct(reduced_filters, 1, options=o,
                                                   name='reduce')
     self.down = []
@@ -107,15 +126,20 @@ class Resample(keras.layers.Layer):
                                  name=f'down_{i}') for i in range(level_shift)]
       else:
         self.down = [ConvNormAct(reduced_filters, 3, 2, options=o, name='down_0')]
-        self.down += [keras.layers.MaxPool2D(3, 2, padding='same', name=f'pool_{i}')
-                      for i in range(1, level_shift)]
+        if rule == 'stacked':
+          self.down += [keras.layers.MaxPool2D(3, 2, padding='same', name=f'pool_{i}')
+                        for i in range(1, level_shift)]
     self.project = ConvNormAct(out_filters, 1, activation=False, options=o,
                                name='project')
 
   @tf.autograph.experimental.do_not_convert
   def call(self, x, training=None):
+    parent_size = (x.shape[1], x.shape[2])
     if self.reduce is not None:
       x = self.reduce(x, training=training)
+    if self.rule == 'tf1' and not self.mobile:
+      x = self._tf1_resample(x, parent_size, training)
+      return self.project(x, training=training)
     for layer in self.down:
       x = layer(x, training=training) if isinstance(layer, ConvNormAct) else layer(x)
     if self.level_shift < 0:
@@ -124,11 +148,38 @@ class Resample(keras.layers.Layer):
         x = x[:, :self.target_size[0], :self.target_size[1]]
     return self.project(x, training=training)
 
+  def _tf1_resample(self, x, parent_size, training):
+    """Rule 'tf1' after the first 1x1: pool or resize to the target width."""
+    height, width = parent_size
+    target = self.target_size[1] if self.target_size and width else None
+    if target is None:  # Dynamic sizes: assume they divide.
+      width, target, height = 2**max(self.level_shift, 0), 2**max(-self.level_shift, 0), None
+    if self.level_shift > 0:
+      x = self.down[0](x, training=training)
+      if width // target > 2:
+        stride = 2 if width % target else width // target // 2
+        size = 3 if width / target <= 4 else 5
+        x = tf.nn.max_pool2d(x, size, stride, 'SAME')
+      if height is not None and x.shape[2] != target:
+        x = _tf1_resize_nearest(x, (int(target / width * height), target))
+    elif self.level_shift < 0:
+      if target % width and height is not None:
+        x = _tf1_resize_nearest(x, (int(target / width * height), target))
+      else:
+        x = layers_lib.nearest_upsample(x, target // width)
+    return x
+
   def get_config(self):
     return dict(super().get_config(), reduced_filters=self.reduced_filters,
                 out_filters=self.out_filters, level_shift=self.level_shift,
                 mobile=self.mobile, options=self.options.to_dict(),
-                target_size=self.target_size)
+                target_size=self.target_size, rule=self.rule)
+
+
+def _tf1_resize_nearest(x, size):
+  """TF1's nearest resize (source index `floor(i * in / out)`), in float32."""
+  resized = tf.compat.v1.image.resize_nearest_neighbor(tf.cast(x, tf.float32), size)
+  return tf.cast(resized, x.dtype)
 
 
 class BlockGroup(keras.layers.Layer):
@@ -136,7 +187,8 @@ class BlockGroup(keras.layers.Layer):
 
   def __init__(self, block_fn, filters, repeats=1, strides=1, use_projection=False,
                stochastic_depth_rate=0.0, se_ratio=None, expand_ratio=6,
-               options=None, **kwargs):
+               options=None, mbconv_se_activation='relu',
+               mbconv_se_gating='hard_sigmoid', **kwargs):
     super().__init__(**kwargs)
     if isinstance(options, dict):
       options = layers_lib.BlockOptions.from_dict(options)
@@ -144,9 +196,12 @@ class BlockGroup(keras.layers.Layer):
     self._config = dict(block_fn=block_fn, filters=filters, repeats=repeats,
                         strides=strides, use_projection=use_projection,
                         stochastic_depth_rate=stochastic_depth_rate,
-                        se_ratio=se_ratio, expand_ratio=expand_ratio)
+                        se_ratio=se_ratio, expand_ratio=expand_ratio,
+                        mbconv_se_activation=mbconv_se_activation,
+                        mbconv_se_gating=mbconv_se_gating)
     cls = layers_lib.BLOCKS[block_fn]
-    extra = dict(expand_ratio=expand_ratio) if block_fn == 'mbconv' else {}
+    extra = (dict(expand_ratio=expand_ratio, se_activation=mbconv_se_activation,
+                  se_gating=mbconv_se_gating) if block_fn == 'mbconv' else {})
     self.blocks = [
         cls(filters, strides=strides if r == 0 else 1,
             use_projection=use_projection if r == 0 else False,
@@ -230,6 +285,8 @@ class _Recipe:
   expand_ratio: int
   init_stochastic_depth_rate: float
   options: layers_lib.BlockOptions
+  resample_rule: str = 'stacked'
+  mbconv_se: Tuple[str, str] = ('relu', 'hard_sigmoid')
 
 
 def _check_arguments(specs, min_level, max_level, input_shape):
@@ -244,6 +301,15 @@ def _check_arguments(specs, min_level, max_level, input_shape):
     raise ValueError(f'input_shape must be (height, width, 3) with positive or '
                      f'None height and width; got {tuple(input_shape)}.')
   return mobile
+
+
+def _level_sizes(specs, input_shape):
+  """`{level: (height, width)}` of every block level, or `{}` if dynamic."""
+  height, width = input_shape[:2]
+  if height is None or width is None:
+    return {}
+  return {s.level: (math.ceil(height / 2**s.level), math.ceil(width / 2**s.level))
+          for s in specs}
 
 
 def _upsample_crop_sizes(specs, input_shape):
@@ -280,6 +346,8 @@ def _stem(inputs, plan, recipe):
       group = BlockGroup('mbconv', block.filters, recipe.block_repeats,
                          strides=(1, 2)[i], se_ratio=recipe.se_ratio,
                          expand_ratio=recipe.expand_ratio, options=o,
+                         mbconv_se_activation=recipe.mbconv_se[0],
+                         mbconv_se_gating=recipe.mbconv_se[1],
                          name=f'stem_block_{i}')
     else:
       group = BlockGroup('bottleneck', block.filters, recipe.block_repeats,
@@ -290,19 +358,26 @@ def _stem(inputs, plan, recipe):
 
 
 def _scale_permuted_block(k, spec, plan, recipe, num_blocks, crop_sizes):
-  """The layer of block spec `k`: resamples of its parents and its group."""
+  """The layer of block spec `k`: resamples of its parents and its group.
+
+  `crop_sizes`: `{level: (height, width)}` targets of upsampling (rule
+  'stacked') or of every resample (rule 'tf1').
+  """
   block = plan.block(k)
   resamples = []
   for p in spec.parents:
     parent = plan.blocks[p]
+    up = spec.level < parent.level
     resamples.append(Resample(
         int(parent.filters * recipe.resample_alpha), block.out_filters,
         spec.level - parent.level, mobile=recipe.mobile, options=recipe.options,
-        target_size=crop_sizes.get(spec.level) if spec.level < parent.level else None,
-        name=f'resample_{p}'))
+        target_size=(crop_sizes.get(spec.level)
+                     if up or recipe.resample_rule == 'tf1' else None),
+        rule=recipe.resample_rule, name=f'resample_{p}'))
   group = BlockGroup(
       spec.block_fn, block.filters, recipe.block_repeats, se_ratio=recipe.se_ratio,
-      expand_ratio=recipe.expand_ratio,
+      expand_ratio=recipe.expand_ratio, mbconv_se_activation=recipe.mbconv_se[0],
+      mbconv_se_gating=recipe.mbconv_se[1],
       stochastic_depth_rate=recipe.init_stochastic_depth_rate * (k + 1) / num_blocks,
       options=recipe.options, name='group')
   return ScalePermutedBlock(*resamples, group, recipe.options, name=f'block_{k}')
@@ -334,6 +409,10 @@ def build_spinenet(block_specs: Sequence = specs_lib.SPINENET_49,
                    kernel_initializer='VarianceScaling',
                    kernel_regularizer=None,
                    winograd_min_size: int = 0,
+                   fixed_padding: bool = False,
+                   resample_rule: str = 'stacked',
+                   mbconv_se_activation: str = 'relu',
+                   mbconv_se_gating: str = 'hard_sigmoid',
                    name: str = 'spinenet') -> keras.Model:
   """Builds a scale-permuted backbone from block specs.
 
@@ -361,6 +440,15 @@ def build_spinenet(block_specs: Sequence = specs_lib.SPINENET_49,
     winograd_min_size: 3x3 stride-1 block convs on maps at least this large
       run as Winograd convolutions in float32 (a CPU training option, same
       weights; `winograd_conv.WinogradConv2D`). 0 (default) never.
+    fixed_padding: strided convs pad by their kernel size alone, as the
+      authors' TF1 code (`layers.FixedPaddingConv2D`); default False: Keras
+      'same' padding, as the Model Garden. Same variables either way.
+    resample_rule: how cross-scale connections pool and resize, 'stacked'
+      (default, the Model Garden) or 'tf1' (the authors' TF1 code); see
+      `Resample`. Same variables either way.
+    mbconv_se_activation, mbconv_se_gating: the squeeze-excite of MBConv
+      blocks: relu and hard sigmoid (default, the Model Garden) or swish and
+      sigmoid (the authors' TF1 SpineNet-MBConv).
     name: model name.
 
   Returns:
@@ -377,10 +465,16 @@ def build_spinenet(block_specs: Sequence = specs_lib.SPINENET_49,
   options = layers_lib.BlockOptions(
       activation=activation, use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,
       norm_epsilon=norm_epsilon, kernel_initializer=kernel_initializer,
-      kernel_regularizer=kernel_regularizer, winograd_min_size=winograd_min_size)
+      kernel_regularizer=kernel_regularizer, winograd_min_size=winograd_min_size,
+      fixed_padding=fixed_padding)
   recipe = _Recipe(mobile, filter_size_scale, block_repeats, resample_alpha,
-                   se_ratio, expand_ratio, init_stochastic_depth_rate, options)
-  crop_sizes = _upsample_crop_sizes(specs, input_shape)
+                   se_ratio, expand_ratio, init_stochastic_depth_rate, options,
+                   resample_rule, (mbconv_se_activation, mbconv_se_gating))
+  if resample_rule not in Resample.RULES:
+    raise ValueError(f'resample_rule must be one of {Resample.RULES}. Received: '
+                     f'resample_rule={resample_rule!r}')
+  crop_sizes = (_level_sizes(specs, input_shape) if resample_rule == 'tf1'
+                else _upsample_crop_sizes(specs, input_shape))
 
   inputs = keras.Input(shape=tuple(input_shape), name='images')
   net = _stem(inputs, plan, recipe)  # the running list of block outputs

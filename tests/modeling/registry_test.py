@@ -53,7 +53,7 @@ def test_documented_defaults_of_the_table():
   assert {m: registry.get_spec(m).input_size for m in sizes} == sizes
   assert {m for m, s in registry.MODELS.items() if s.anchor_size == 4.0} == {'143', '190'}
   assert {m for m, s in registry.MODELS.items() if s.separable_head} == {
-      'mobile-49', 'mobile-49S', 'mobile-49XS'}
+      'mobile-49', 'mobile-49S', 'mobile-49XS', 'MB-49'}
   assert registry.get_spec('mobile-49').block_specs == bs.MOBILE_SPINENET_49
 
 
