@@ -102,11 +102,13 @@ CLASSIFICATION = {
 }
 
 DEMOS = ('demo_cpu', 'demo_classification_cpu')
+# Fine-tuning recipes: (file, model id); they need the checkpoint and classes.
+FINETUNE = {'finetune_spinenet49_custom': '49'}
 
 
-def _load(name):
+def _load(name, extra=()):
   path = os.path.join(EXPERIMENTS, name + '.gin')
-  task, optimizer, trainer = config.load_experiment([path], PLACEHOLDERS)
+  task, optimizer, trainer = config.load_experiment([path], PLACEHOLDERS + tuple(extra))
   with open(path) as f:
     header = ''.join(line for line in f if line.startswith('#'))
   return task, optimizer, trainer, header
@@ -125,7 +127,7 @@ def _bound(function, parameter, default):
 def test_every_experiment_file_is_in_the_table():
   names = {os.path.basename(p)[:-len('.gin')]
            for p in glob.glob(os.path.join(EXPERIMENTS, '*.gin'))}
-  assert names == set(COCO) | set(CLASSIFICATION) | set(DEMOS)
+  assert names == set(COCO) | set(CLASSIFICATION) | set(DEMOS) | set(FINETUNE)
 
 
 def _check_schedule(optimizer, trainer, peak, boundaries, decay_rate=0.1):
@@ -232,3 +234,23 @@ def test_demos_parse(name):
   _, _, trainer, header = _load(name)
   assert trainer.precision == 'float32' and trainer.train_steps <= 1200
   assert 'Demo' in header
+
+
+@pytest.mark.parametrize('name', sorted(FINETUNE))
+def test_finetune_recipes(name):
+  task, optimizer, trainer, header = _load(
+      name, ("INIT_CHECKPOINT = 'placeholder/converted'", 'NUM_CLASSES = 3'))
+  assert 'INIT_CHECKPOINT' in header and 'NUM_CLASSES' in header
+  assert trainer.init_checkpoint == 'placeholder/converted'
+  assert trainer.init_checkpoint_parts == 'all'
+  # The model the zoo checkpoint holds (so every restored variable fits).
+  model_id = registry.resolve(_bound('build_retinanet', 'model_id', None))
+  spec = registry.get_spec(model_id)
+  assert model_id == FINETUNE[name]
+  assert _bound('build_retinanet', 'input_size', None) == spec.input_size
+  assert _bound('build_retinanet', 'num_classes', None) == 3
+  # The pretraining rate (0.32 at 256) scaled linearly to the batch, no more.
+  batch = task.train_data.global_batch_size
+  assert optimizer.learning_rate <= 0.32 * batch / 256 + 1e-9
+  assert 0 < optimizer.warmup_steps < trainer.train_steps // 4
+  assert optimizer.warmup_learning_rate < optimizer.learning_rate
