@@ -9,6 +9,7 @@ bind, `parsing` reads files and bindings with located errors, and
                            mode='train_and_eval', model_dir='/tmp/run')
 """
 from spinenet.config.entry_points import export_from_config
+from spinenet.config.entry_points import export_tflite_from_config
 from spinenet.config.entry_points import load_experiment
 from spinenet.config.entry_points import search_from_config
 from spinenet.config.entry_points import train_from_config

@@ -20,6 +20,7 @@ from spinenet.search import proxy
 from spinenet.search import report
 from spinenet.search import space
 from spinenet.serving import export_lib
+from spinenet.serving import tflite_export
 from spinenet.training import strategies
 from spinenet.training import train_lib
 
@@ -106,6 +107,39 @@ def export_from_config(gin_files: Sequence[str], gin_params: Sequence[str],
   return export_lib.export_saved_model(
       task.build_model, export_dir, checkpoint=checkpoint, version=version,
       label_map=label_map, options=options)
+
+
+def export_tflite_from_config(gin_files: Sequence[str], gin_params: Sequence[str],
+                              export_dir: str, *, checkpoint: Optional[str],
+                              label_map_path: Optional[str] = None,
+                              calibration_file_pattern: Optional[str] = None,
+                              options: tflite_export.TFLiteOptions = tflite_export.TFLiteOptions()
+                              ) -> tflite_export.TFLiteExportResult:
+  """`tflite_export.export_tflite` for the model of a gin experiment.
+
+  int8 calibrates on `calibration_file_pattern`, else the experiment's
+  training records (`train_data.file_pattern`). The label map as for
+  `export_from_config`.
+
+  Raises:
+    ConfigError: bad gin files or bindings.
+    ValueError: see `tflite_export.export_tflite`.
+  """
+  task, _, _ = load_experiment(gin_files, gin_params)
+  patterns = [getattr(getattr(task, split, None), 'file_pattern', '')
+              for split in ('eval_data', 'train_data')]
+  label_map = export_lib.label_map_for(label_map_path, patterns)
+  images = None
+  if options.quantization == 'int8':
+    pattern = calibration_file_pattern or patterns[1]
+    if not pattern:
+      raise ConfigError('--quantization=int8 calibrates on the training records: '
+                        'bind train_data.file_pattern (TRAIN_FILE_PATTERN) or pass '
+                        '--calibration_file_pattern.')
+    images = tflite_export.read_record_images(pattern, options.calibration_images)
+  return tflite_export.export_tflite(
+      task.build_model, export_dir, checkpoint=checkpoint, label_map=label_map,
+      calibration_images=images, options=options)
 
 
 def _read_search_settings(gin_files, gin_params):
