@@ -1,14 +1,23 @@
-r"""Exports a trained model as a TF Serving SavedModel version.
+r"""Exports a trained model as a TF Serving SavedModel version, or as TFLite.
 
 Usage:
   spinenet-export --gin_file=experiments/demo_cpu.gin \
     --checkpoint=demo_output/model --export_dir=exports/shapes [--version=N] \
     [--precision=float32|bfloat16] [--nofold_batch_norm] [--label_map=FILE]
+  spinenet-export --format=tflite --quantization=none|float16|int8 \
+    --gin_file=experiments/demo_mobile_cpu.gin --gin_param=... \
+    --checkpoint=MODEL_DIR --export_dir=exports/shapes_tflite \
+    [--calibration_file_pattern=...] [--calibration_images=200]
 
-Writes EXPORT_DIR/<version>/ (tag `serve`; signatures serving_default (uint8
-images), serve_bytes (encoded images), serve_tf_example; the label map as an
-asset). Serve it with TF Serving (`--model_base_path=EXPORT_DIR`) or
-`spinenet-serve`; see docs/serving.md.
+--format=saved_model (default) writes EXPORT_DIR/<version>/ (tag `serve`;
+signatures serving_default (uint8 images), serve_bytes (encoded images),
+serve_tf_example; the label map as an asset). Serve it with TF Serving
+(`--model_base_path=EXPORT_DIR`) or `spinenet-serve`; see docs/serving.md.
+
+--format=tflite writes EXPORT_DIR/model_<float32|float16|int8>.tflite and
+EXPORT_DIR/labels.txt: batch 1, box decoding and NMS inside the file
+(TFLite_Detection_PostProcess), int8 calibrated on the training records; see
+docs/tflite.md.
 """
 import json
 
@@ -18,6 +27,9 @@ from absl import flags
 from spinenet import config
 from spinenet.serving import export_lib
 from spinenet.serving import preprocessing
+from spinenet.serving import tflite_export
+
+FORMATS = ('saved_model', 'tflite')
 
 _GIN_FILE = flags.DEFINE_multi_string(
     'gin_file', [], 'Gin file(s) of the trained model (repeatable).')
@@ -46,6 +58,23 @@ _MAX_IMAGE_PIXELS = flags.DEFINE_integer(
     'Larger input images are refused.', lower_bound=1)
 _TOP_K = flags.DEFINE_integer('top_k', 5, 'Classification: classes reported.',
                               lower_bound=1)
+_FORMAT = flags.DEFINE_enum('format', 'saved_model', FORMATS,
+                            'saved_model (TF Serving) or tflite (mobile).')
+_QUANTIZATION = flags.DEFINE_enum(
+    'quantization', 'none', tflite_export.QUANTIZATIONS,
+    'tflite: none (float32), float16 (weights) or int8 (full integer, uint8 input, '
+    'calibrated on the training records).')
+_CALIBRATION_FILE_PATTERN = flags.DEFINE_string(
+    'calibration_file_pattern', None,
+    'tflite int8: TFRecords of representative images (default: the training records '
+    'of the gin files).')
+_CALIBRATION_IMAGES = flags.DEFINE_integer(
+    'calibration_images', tflite_export.TFLiteOptions.calibration_images,
+    'tflite int8: images used for calibration.', lower_bound=1)
+_TFLITE_NMS = flags.DEFINE_enum(
+    'tflite_nms', 'regular', ('regular', 'fast'),
+    'tflite detection: per-class NMS as the SavedModel (regular) or the op\'s '
+    'class-agnostic one (fast).')
 
 
 def main(argv):
@@ -54,6 +83,9 @@ def main(argv):
   if not _GIN_FILE.value:
     raise app.UsageError('--gin_file is required (the gin file(s) the model was '
                          'trained with).')
+  if _FORMAT.value == 'tflite':
+    _export_tflite()
+    return
   options = export_lib.ExportOptions(
       precision=_PRECISION.value, fold_batch_norm=_FOLD_BATCH_NORM.value,
       max_image_pixels=_MAX_IMAGE_PIXELS.value, top_k=_TOP_K.value)
@@ -65,6 +97,30 @@ def main(argv):
   except (config.ConfigError, ValueError) as e:
     raise app.UsageError(str(e)) from None
   print(f'exported {result.task} model to {result.path}')
+  print(json.dumps(result.info, indent=1, sort_keys=True))
+
+
+def _export_tflite():
+  """--format=tflite."""
+  refused = [f'--{name}' for name, flag in (
+      ('precision', _PRECISION), ('fold_batch_norm', _FOLD_BATCH_NORM),
+      ('version', _VERSION)) if flag.present]
+  if refused:
+    raise app.UsageError(f'{", ".join(refused)} apply to --format=saved_model only: '
+                         'a TFLite file is float32 (--quantization=none), float16 or '
+                         'int8, always folded, and not versioned.')
+  options = tflite_export.TFLiteOptions(
+      quantization=_QUANTIZATION.value, calibration_images=_CALIBRATION_IMAGES.value,
+      use_regular_nms=_TFLITE_NMS.value == 'regular')
+  try:
+    result = config.export_tflite_from_config(
+        _GIN_FILE.value, _GIN_PARAM.value, _EXPORT_DIR.value,
+        checkpoint=_CHECKPOINT.value, label_map_path=_LABEL_MAP.value,
+        calibration_file_pattern=_CALIBRATION_FILE_PATTERN.value, options=options)
+  except (config.ConfigError, ValueError, TypeError) as e:
+    raise app.UsageError(str(e)) from None
+  print(f'exported {result.info["task"]} model to {result.path} (labels: '
+        f'{result.labels_path})')
   print(json.dumps(result.info, indent=1, sort_keys=True))
 
 

@@ -1,0 +1,521 @@
+"""Exports a RetinaNet or classifier as a TFLite flatbuffer (float, float16, int8).
+
+`export_tflite(model_fn, export_dir, quantization=...)` writes
+`export_dir/model_<float32|float16|int8>.tflite` and `export_dir/labels.txt`.
+The network is frozen and its batch norms folded (`inference_graph.freeze`),
+then converted by `tf.lite.TFLiteConverter`:
+
+* `quantization='none'`: float32 weights and activations.
+* `'float16'`: float16 weights (half the file), float32 compute (the
+  interpreter dequantizes them once; GPU delegates may run in float16).
+* `'int8'`: full-integer post-training quantization: uint8 image input,
+  int8 weights (per channel) and activations, every op an integer builtin;
+  activation ranges are calibrated on representative images (training
+  records, prepared as the evaluation prepares them).
+
+The contract of the file (docs/tflite.md; the constants below):
+
+* one input `images`, `[1, H, W, 3]` RGB pixel values 0-255, the model's
+  input size: float32 (`none`, `float16`) or uint8 with scale 1, zero
+  point 0 (`int8`). Resizing is the caller's: scale to fit `H x W` keeping
+  the aspect ratio and pad bottom and right with `PAD_PIXEL` (what the
+  evaluation did), or stretch. Mean/std normalization is inside the file.
+* detection: the four outputs of the TFLite detection post-processing op
+  (`TFLite_Detection_PostProcess`: box decoding and per-class NMS in the
+  file), in the order of the TFLite detection convention:
+  0 `detection_boxes` float32 `[1, N, 4]` ymin, xmin, ymax, xmax normalized
+  to the input's height and width (0-1, not clipped), 1 `detection_classes`
+  float32 `[1, N]` label index (line of `labels.txt`: model class index - 1,
+  the background dropped), 2 `detection_scores` float32 `[1, N]` descending,
+  3 `num_detections` float32 `[1]`; rows past `num_detections` are unused.
+  With `raw_outputs`, two more follow: `raw_box_deltas` `[1, A, 4]` (dy, dx,
+  dh, dw per anchor, levels concatenated) and `raw_class_logits` `[1, A, K]`.
+* classification: `probabilities` float32 `[1, K]` (softmax), then
+  `logits` with `raw_outputs`.
+
+A JSON description (`METADATA_NAME` entry of the flatbuffer's metadata:
+task, input size and type, class index -> category id, names, post-processing
+values) travels inside the file; `tflite_runtime` reads it.
+"""
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+import spinenet
+from spinenet.data import tf_example
+from spinenet.ops import anchors as anchors_lib
+from spinenet.ops import box_ops
+from spinenet.serving import export_lib
+from spinenet.serving import export_module
+from spinenet.serving import inference_graph
+from spinenet.serving import preprocessing
+from spinenet.serving import tflite_runtime
+
+from tensorflow.lite.python import schema_py_generated as schema  # pylint: disable=g-direct-tensorflow-import
+from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=g-direct-tensorflow-import
+
+QUANTIZATIONS = ('none', 'float16', 'int8')
+FILE_NAMES = {'none': 'model_float32.tflite', 'float16': 'model_float16.tflite',
+              'int8': 'model_int8.tflite'}
+LABELS_FILE = 'labels.txt'
+METADATA_NAME = tflite_runtime.METADATA_NAME
+
+INPUT_NAME = 'images'
+DETECTION_BOXES = 'detection_boxes'
+DETECTION_CLASSES = 'detection_classes'
+DETECTION_SCORES = 'detection_scores'
+NUM_DETECTIONS = 'num_detections'
+# The TFLite detection convention's order (TFLite_Detection_PostProcess).
+DETECTION_OUTPUTS = (DETECTION_BOXES, DETECTION_CLASSES, DETECTION_SCORES, NUM_DETECTIONS)
+RAW_BOX_DELTAS = 'raw_box_deltas'
+RAW_CLASS_LOGITS = 'raw_class_logits'
+PROBABILITIES = 'probabilities'
+LOGITS = 'logits'
+
+POSTPROCESS_OP = 'TFLite_Detection_PostProcess'
+PAD_PIXEL = tflite_runtime.PAD_PIXEL
+
+
+@dataclasses.dataclass(frozen=True)
+class TFLiteOptions:
+  """How the TFLite file is made.
+
+  Attributes:
+    quantization: one of `QUANTIZATIONS`.
+    calibration_images: int8: representative images read for calibration.
+    use_regular_nms: detection: per-class NMS (as the SavedModel's); False
+      uses the op's faster class-agnostic NMS.
+    raw_outputs: also output the network's raw outputs (parity checks;
+      standard detection APIs expect exactly the four detection outputs).
+  """
+  quantization: str = 'none'
+  calibration_images: int = 200
+  use_regular_nms: bool = True
+  raw_outputs: bool = False
+
+  def __post_init__(self):
+    if self.quantization not in QUANTIZATIONS:
+      raise ValueError(f'`quantization` must be one of {QUANTIZATIONS}. Received: '
+                       f'quantization={self.quantization!r}')
+    if self.calibration_images < 1:
+      raise ValueError('`calibration_images` must be >= 1. Received: '
+                       f'calibration_images={self.calibration_images}')
+
+
+@dataclasses.dataclass(frozen=True)
+class TFLiteExportResult:
+  """Where a TFLite export went and what it holds."""
+  path: str
+  labels_path: str
+  info: dict
+
+
+# === Graph ===
+def center_size_anchors(anchors, input_size):
+  """Corner anchors in pixels -> normalized `ycenter, xcenter, height, width`.
+
+  Args:
+    anchors: float32 `[N, 4]` ymin, xmin, ymax, xmax in pixels of the input.
+    input_size: `(H, W)` of the input.
+
+  Returns:
+    float32 `[N, 4]`, the layout `TFLite_Detection_PostProcess` reads, in
+    units of the input's height (y, h) and width (x, w).
+  """
+  anchors = np.asarray(anchors, np.float64)
+  height, width = float(input_size[0]), float(input_size[1])
+  return np.stack([(anchors[:, 0] + anchors[:, 2]) / (2 * height),
+                   (anchors[:, 1] + anchors[:, 3]) / (2 * width),
+                   (anchors[:, 2] - anchors[:, 0]) / height,
+                   (anchors[:, 3] - anchors[:, 1]) / width], axis=1).astype(np.float32)
+
+
+# Smallest encoded log-size: boxes clipped to (almost) nothing keep e^-6 of
+# their anchor (a degenerate box, as the zero-area box of the SavedModel).
+MIN_LOG_SIZE = -6.0
+
+
+def clipped_encodings(deltas, anchors, input_size):
+  """Re-encodes the decoded boxes clipped to the input, against the same anchors.
+
+  The SavedModel clips boxes to the image before NMS; the TFLite op decodes
+  and suppresses without clipping. Decoding here (`box_ops.decode_boxes`),
+  clipping to the input and encoding back makes the op decode exactly the
+  clipped boxes, so its NMS compares the boxes ours compares.
+
+  Args:
+    deltas: float32 `[1, N, 4]` dy, dx, dh, dw.
+    anchors: float32 `[1, N, 4]` ymin, xmin, ymax, xmax in input pixels.
+    input_size: `(H, W)`.
+
+  Returns:
+    float32 `[1, N, 4]`, encodings of the clipped boxes (log-sizes at least
+    `MIN_LOG_SIZE`).
+  """
+  boxes = box_ops.clip_boxes(box_ops.decode_boxes(deltas, anchors),
+                             [float(input_size[0]), float(input_size[1])])
+  encoded = box_ops.encode_boxes(boxes, anchors)
+  return tf.concat([encoded[..., :2], tf.maximum(encoded[..., 2:], MIN_LOG_SIZE)], -1)
+
+
+def postprocess_attributes(num_classes: int, detection_config, use_regular_nms: bool) -> str:
+  """The `experimental_implements` text that the converter turns into the op.
+
+  Args:
+    num_classes: reported classes (the model's, background excluded).
+    detection_config: `retinanet.DetectionConfig` (threshold, IoU, count).
+    use_regular_nms: per-class NMS (else class-agnostic).
+
+  Returns:
+    A NodeDef text: `TFLite_Detection_PostProcess` with its attributes.
+  """
+  c = detection_config
+  ints = {'max_detections': c.max_detections, 'max_classes_per_detection': 1,
+          'detections_per_class': c.max_detections, 'num_classes': num_classes}
+  floats = {'nms_score_threshold': c.score_threshold,
+            'nms_iou_threshold': c.nms_iou_threshold,
+            'y_scale': 1.0, 'x_scale': 1.0, 'h_scale': 1.0, 'w_scale': 1.0}
+  attrs = [f'attr {{ key: "{k}" value {{ i: {int(v)} }} }}' for k, v in ints.items()]
+  attrs += [f'attr {{ key: "{k}" value {{ f: {float(v)!r} }} }}' for k, v in floats.items()]
+  attrs.append('attr { key: "use_regular_nms" value { b: %s } }'
+               % str(bool(use_regular_nms)).lower())
+  return ' '.join([f'name: "{POSTPROCESS_OP}"', *attrs])
+
+
+def _postprocess_placeholder(attributes: str):
+  """A function the converter replaces by the op (its body is never run)."""
+  @tf.function(experimental_implements=attributes, autograph=False)
+  def placeholder(box_deltas, class_scores, anchors):
+    del box_deltas, class_scores, anchors
+    return tuple(tf.constant(0.0, name=n) for n in DETECTION_OUTPUTS)
+  return placeholder
+
+
+def _flatten_levels(outputs, levels, last_dim):
+  """`{level: [1, H_l, W_l, A * last_dim]}` -> `[1, sum_l H_l W_l A, last_dim]`."""
+  return tf.concat([tf.reshape(outputs[l], [1, -1, last_dim]) for l in levels], axis=1)
+
+
+def tflite_function(model, options: TFLiteOptions = TFLiteOptions()):
+  """The `tf.function` converted to TFLite: pixels `[1, H, W, 3]` -> outputs.
+
+  The network is frozen with its batch norms folded; normalization and (for
+  detection) the post-processing placeholder surround it.
+
+  Args:
+    model: a built spinenet RetinaNet or Classifier (float32, static input
+      size).
+    options: `TFLiteOptions`.
+
+  Returns:
+    `(concrete function, output names in contract order)`.
+  """
+  task = export_lib._task_of(model)  # pylint: disable=protected-access
+  input_size = export_module.network_input_size(model)
+  if input_size is None:
+    raise ValueError(f'{model.name} was built for any input size; TFLite needs a '
+                     'static one (e.g. build_retinanet.input_size = 384).')
+  spec = tf.TensorSpec([1, *input_size, 3], tf.float32)
+  network = inference_graph.freeze(lambda x: model(x, training=False), [spec])
+  input_spec = tf.TensorSpec([1, *input_size, 3], tf.float32, name=INPUT_NAME)
+  if task == 'classification':
+    names = (PROBABILITIES, LOGITS) if options.raw_outputs else (PROBABILITIES,)
+
+    def classify(images):
+      logits = tf.cast(network(tflite_runtime.normalize(images)), tf.float32)
+      outputs = {PROBABILITIES: tf.nn.softmax(logits, axis=-1)}
+      if options.raw_outputs:
+        outputs[LOGITS] = logits
+      return outputs
+
+    return tf.function(classify, input_signature=[input_spec],
+                       autograph=False).get_concrete_function(), names
+
+  num_classes = int(model.head.get_config()['num_classes'])
+  if num_classes < 2:
+    raise ValueError(f'{model.name} has {num_classes} class output; detection needs '
+                     'the background (index 0) and at least one class.')
+  levels = [str(l) for l in range(model.min_level, model.max_level + 1)]
+  flat_anchors = anchors_lib.flatten_multilevel(model.anchors(input_size), 4)
+  corner_anchors = tf.constant(flat_anchors.numpy()[np.newaxis])
+  anchors = tf.constant(center_size_anchors(flat_anchors.numpy(), input_size))
+  placeholder = _postprocess_placeholder(postprocess_attributes(
+      num_classes - 1, model.detection_config, options.use_regular_nms))
+  names = DETECTION_OUTPUTS + ((RAW_BOX_DELTAS, RAW_CLASS_LOGITS)
+                               if options.raw_outputs else ())
+
+  def detect(images):
+    raw = network(tflite_runtime.normalize(images))
+    deltas = _flatten_levels(raw['box_outputs'], levels, 4)
+    logits = _flatten_levels(raw['cls_outputs'], levels, num_classes)
+    # Class 0 (background) is passed too: the op skips the first
+    # `K - num_classes` columns (its label offset).
+    encodings = clipped_encodings(deltas, corner_anchors, input_size)
+    detections = placeholder(encodings, tf.sigmoid(logits), anchors)
+    outputs = dict(zip(DETECTION_OUTPUTS, detections))
+    if options.raw_outputs:
+      outputs.update({RAW_BOX_DELTAS: deltas, RAW_CLASS_LOGITS: logits})
+    return outputs
+
+  return tf.function(detect, input_signature=[input_spec],
+                     autograph=False).get_concrete_function(), names
+
+
+# === Calibration ===
+def read_record_images(file_pattern: str, limit: int) -> Iterator[np.ndarray]:
+  """Decoded images (`image/encoded`) of TFRecords, in file order.
+
+  Args:
+    file_pattern: glob(s) of TFRecord files, comma-separated.
+    limit: images read at most.
+
+  Yields:
+    uint8 `[H, W, 3]`.
+  """
+  files = []
+  for pattern in (p.strip() for p in file_pattern.split(',') if p.strip()):
+    matched = sorted(tf.io.gfile.glob(pattern))
+    if not matched:
+      raise ValueError(f'Calibration: no file matches {pattern!r}; pass the '
+                       'training records (--calibration_file_pattern).')
+    files += matched
+  records = tf.data.TFRecordDataset(files).take(limit)
+  for encoded in records.map(_encoded_of):
+    yield tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
+
+
+def _encoded_of(serialized):
+  features = tf.io.parse_single_example(
+      serialized, {tf_example.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string, '')})
+  return features[tf_example.IMAGE_ENCODED]
+
+
+def representative_dataset(images: Iterable[np.ndarray], input_size, task: str,
+                           limit: int) -> Callable[[], Iterator[List[np.ndarray]]]:
+  """The converter's `representative_dataset` over prepared `images`.
+
+  The first sample gets one black and one white pixel so that the
+  calibrated input range is exactly 0..255 (uint8 input with scale 1 and
+  zero point 0: raw pixels, what mobile detection APIs feed).
+
+  Args:
+    images: uint8 `[H, W, 3]` images (e.g. `read_record_images`).
+    input_size: `(H, W)`.
+    task: 'detection' or 'classification'.
+    limit: samples used at most.
+
+  Returns:
+    A no-argument callable yielding `[float32 [1, H, W, 3]]`.
+  """
+  def generate():
+    start = time.monotonic()
+    count = 0
+    for count, image in enumerate(images, 1):
+      pixels = tflite_runtime.prepare_pixels(image, input_size, task)[0]
+      if count == 1:
+        pixels = pixels.copy()
+        pixels[0, 0, 0, :] = 0.0
+        pixels[0, 0, 1, :] = 255.0
+      yield [np.round(pixels).astype(np.float32)]
+      if count % 50 == 0:
+        rate = count / max(time.monotonic() - start, 1e-9)
+        logging.info('calibration %d/%d images | %.1f images/s | ETA %.0f s', count,
+                     limit, rate, (limit - count) / rate)
+      if count >= limit:
+        break
+    if count == 0:
+      raise ValueError('Calibration: the representative images are empty.')
+  return generate
+
+
+# === Conversion ===
+def convert(concrete, quantization: str = 'none',
+            representative: Optional[Callable] = None) -> bytes:
+  """Runs `tf.lite.TFLiteConverter` on a concrete function.
+
+  Args:
+    concrete: from `tflite_function`.
+    quantization: one of `QUANTIZATIONS`.
+    representative: int8: the `representative_dataset` callable.
+
+  Returns:
+    The flatbuffer bytes.
+
+  Raises:
+    ValueError: int8 without calibration data, or the converter refused the
+      graph (its message included).
+  """
+  converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], tf.Module())
+  if quantization == 'float16':
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+  elif quantization == 'int8':
+    if representative is None:
+      raise ValueError('int8 quantization needs representative images for '
+                       'calibration (the training records).')
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+  elif quantization != 'none':
+    raise ValueError(f'`quantization` must be one of {QUANTIZATIONS}. Received: '
+                     f'{quantization!r}')
+  try:
+    return converter.convert()
+  except Exception as e:  # ConverterError and friends: one clear message.
+    raise ValueError(f'The TFLite converter refused the model ({quantization}): '
+                     f'{str(e)[:2000]}') from None
+
+
+def finalize_flatbuffer(model_bytes: bytes, output_names: Sequence[str],
+                        info: dict) -> bytes:
+  """Orders and names the outputs as the contract says; embeds `info`.
+
+  The converter orders a function's outputs its own way; the TFLite
+  detection convention reads them by position. The main subgraph's outputs
+  (and the signature's) are put in `output_names` order, every input and
+  output tensor is renamed after its signature key, and `info` is added as
+  JSON metadata named `METADATA_NAME`.
+
+  Args:
+    model_bytes: a converted flatbuffer with one signature.
+    output_names: the signature's output keys, in the wanted order.
+    info: JSON-serializable description.
+
+  Returns:
+    The new flatbuffer bytes.
+  """
+  model = flatbuffer_utils.read_model_from_bytearray(model_bytes)
+  if len(model.signatureDefs or []) != 1:
+    raise ValueError(f'Expected one signature in the converted model, found '
+                     f'{len(model.signatureDefs or [])}.')
+  signature = model.signatureDefs[0]
+  subgraph = model.subgraphs[signature.subgraphIndex]
+  by_name = {_text(t.name): t.tensorIndex for t in signature.outputs}
+  if sorted(by_name) != sorted(output_names):
+    raise ValueError(f'Converted outputs {sorted(by_name)} differ from the expected '
+                     f'{sorted(output_names)}.')
+  signature.outputs = sorted(signature.outputs,
+                             key=lambda t: list(output_names).index(_text(t.name)))
+  subgraph.outputs = np.array([by_name[n] for n in output_names], np.int32)
+  for tensor_map in list(signature.inputs) + list(signature.outputs):
+    subgraph.tensors[tensor_map.tensorIndex].name = _text(tensor_map.name).encode()
+  buffer = schema.BufferT()
+  buffer.data = np.frombuffer(json.dumps(info, sort_keys=True).encode(), np.uint8)
+  model.buffers.append(buffer)
+  metadata = schema.MetadataT()
+  metadata.name = METADATA_NAME.encode()
+  metadata.buffer = len(model.buffers) - 1
+  model.metadata = list(model.metadata or []) + [metadata]
+  return flatbuffer_utils.convert_object_to_bytearray(model)
+
+
+def _text(value) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def input_quantization(model_bytes: bytes):
+  """`(dtype name, scale, zero point)` of the file's input, via the interpreter."""
+  interpreter = tflite_runtime.make_interpreter(model_bytes, num_threads=1)
+  detail = interpreter.get_input_details()[0]
+  scale, zero_point = detail['quantization']
+  return np.dtype(detail['dtype']).name, float(scale), int(zero_point)
+
+
+# === Export ===
+def labels_text(class_to_category: Sequence[int], names: Dict[int, str],
+                task: str) -> str:
+  """`labels.txt`: one name per output label index (detection: background dropped)."""
+  categories = list(class_to_category)[1:] if task == 'detection' else list(class_to_category)
+  return ''.join(f'{names.get(c, str(c))}\n' for c in categories)
+
+
+def export_tflite(model_fn: Callable, export_dir: str, *,
+                  checkpoint: Optional[str] = None,
+                  label_map: Optional[Dict[int, str]] = None,
+                  class_to_category: Optional[Sequence[int]] = None,
+                  calibration_images: Optional[Iterable[np.ndarray]] = None,
+                  options: TFLiteOptions = TFLiteOptions()) -> TFLiteExportResult:
+  """Builds, restores and writes `export_dir/model_<variant>.tflite` and labels.
+
+  Args:
+    model_fn: no-argument callable returning a built RetinaNet or Classifier.
+    export_dir: local directory (created); an existing file of the same
+      variant is replaced.
+    checkpoint: checkpoint prefix or model_dir; None keeps `model_fn`'s weights.
+    label_map: optional dict category id -> name.
+    class_to_category: optional category id per class index (default identity).
+    calibration_images: int8: uint8 `[H, W, 3]` images (e.g.
+      `read_record_images(train pattern, n)`); at most
+      `options.calibration_images` are used.
+    options: `TFLiteOptions`.
+
+  Returns:
+    `TFLiteExportResult`.
+
+  Raises:
+    ValueError: what cannot be converted, with the reason (no static input
+      size, int8 without calibration images, converter errors, bad
+      checkpoint or label map).
+  """
+  start = time.monotonic()
+  if options.quantization == 'int8' and calibration_images is None:
+    raise ValueError('--quantization=int8 needs calibration images: the training '
+                     'records (train_data.file_pattern of the gin files, or '
+                     '--calibration_file_pattern).')
+  model = export_lib.build_model(model_fn, 'float32')
+  restored = export_lib.restore_weights(model, checkpoint) if checkpoint else None
+  task = export_lib._task_of(model)  # pylint: disable=protected-access
+  num_classes = int(model.head.get_config()['num_classes'])
+  categories = export_lib.class_mapping(num_classes, label_map, class_to_category, task)
+  names = {int(k): str(v) for k, v in (label_map or {}).items()}
+  concrete, output_names = tflite_function(model, options)
+  input_size = export_module.network_input_size(model)
+  representative = None
+  if options.quantization == 'int8':
+    representative = representative_dataset(calibration_images, input_size, task,
+                                            options.calibration_images)
+  model_bytes = convert(concrete, options.quantization, representative)
+  dtype, scale, zero_point = input_quantization(model_bytes)
+  if options.quantization == 'int8' and (abs(scale - 1.0) > 1e-3 or zero_point != 0):
+    logging.warning('int8 input quantization is scale %g, zero point %d (expected 1 '
+                    'and 0): feed pixels quantized with them.', scale, zero_point)
+  info = dict(task=task, model=model.name, input_size=list(input_size),
+              input_name=INPUT_NAME, input_dtype=dtype,
+              input_quantization=[scale, zero_point], pad_pixel=list(PAD_PIXEL),
+              quantization=options.quantization, outputs=list(output_names),
+              num_classes=num_classes, class_to_category=[int(c) for c in categories],
+              category_names={str(k): v for k, v in names.items()},
+              checkpoint=restored, spinenet_version=spinenet.__version__)
+  if task == 'detection':
+    info.update(detection_config=dataclasses.asdict(model.detection_config),
+                use_regular_nms=options.use_regular_nms, label_offset=1,
+                boxes='normalized ymin, xmin, ymax, xmax of the input')
+  else:
+    info.update(center_crop_fraction=preprocessing.CENTER_CROP_FRACTION)
+  model_bytes = finalize_flatbuffer(model_bytes, output_names, info)
+  os.makedirs(export_dir, exist_ok=True)
+  path = os.path.join(export_dir, FILE_NAMES[options.quantization])
+  _write_atomic(path, model_bytes)
+  labels_path = os.path.join(export_dir, LABELS_FILE)
+  _write_atomic(labels_path, labels_text(categories, names, task).encode())
+  info['size_bytes'] = len(model_bytes)
+  logging.info('wrote %s (%s, %s, %.2f MB) in %.0f s', path, task,
+               options.quantization, len(model_bytes) / 2**20, time.monotonic() - start)
+  return TFLiteExportResult(path=path, labels_path=labels_path, info=info)
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+  """Writes `data` to a temporary file beside `path`, then renames it."""
+  handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or '.',
+                                       prefix='.tmp-', suffix=os.path.basename(path))
+  with os.fdopen(handle, 'wb') as f:
+    f.write(data)
+  os.replace(temporary, path)
