@@ -101,7 +101,7 @@ CLASSIFICATION = {
     'inat2017_spinenet49_tpu': ('49', 59.3, 28281, 707),
 }
 
-DEMOS = ('demo_cpu', 'demo_classification_cpu')
+DEMOS = ('demo_cpu', 'demo_classification_cpu', 'demo_mobile_cpu')
 # Fine-tuning recipes: (file, model id); they need the checkpoint and classes.
 FINETUNE = {'finetune_spinenet49_custom': '49'}
 
