@@ -8,6 +8,7 @@ from spinenet.data import coco_converter
 from spinenet.data import decoder as decoder_lib
 from spinenet.data import detection_parser
 from spinenet.data import pipeline
+from spinenet.data import tfds_source
 from spinenet.training import base_task
 from spinenet.training import coco_evaluator
 from spinenet.training import losses as losses_lib
@@ -36,6 +37,11 @@ class DataOptions:
       with one reaches `unmatched_threshold` (and that match no other box)
       are ignored, neither positive nor negative.
     seed: optional seed of file order, shuffling and augmentation.
+    tfds_name: a prepared TFDS detection dataset instead of `file_pattern`,
+      e.g. 'coco/2017' or 'voc/2007' (`data.tfds_source`: category ids as
+      in the records path, COCO's 1..90, others label + 1).
+    tfds_split: its split, e.g. 'train', 'validation', 'train[:10%]'.
+    tfds_data_dir: TFDS data directory (None: TFDS's default).
   """
   file_pattern: str = ''
   global_batch_size: int = 64
@@ -49,11 +55,21 @@ class DataOptions:
   max_num_instances: int = 100
   crowd_as_ignore: bool = False
   seed: Optional[int] = None
+  tfds_name: str = ''
+  tfds_split: str = ''
+  tfds_data_dir: Optional[str] = None
 
   def __post_init__(self):
     if self.global_batch_size < 1:
       raise ValueError('`global_batch_size` must be >= 1. Received: '
                        f'global_batch_size={self.global_batch_size}')
+    if self.tfds_name and self.file_pattern:
+      raise ValueError('DataOptions: set `file_pattern` (TFRecords) or '
+                       f'`tfds_name` (TFDS), not both. Received: file_pattern='
+                       f'{self.file_pattern!r}, tfds_name={self.tfds_name!r}')
+    if self.tfds_name and not self.tfds_split:
+      raise ValueError(f'DataOptions: tfds_name={self.tfds_name!r} needs '
+                       "`tfds_split` (e.g. 'train' or 'validation').")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +163,8 @@ class RetinaNetTask(base_task.Task):
   def build_inputs(self, training, input_context=None):
     data = self.train_data if training else self.eval_data
     split = 'train_data' if training else 'eval_data'
+    if data is not None and data.tfds_name:
+      return self._build_tfds_inputs(data, split, training, input_context)
     if data is None or not data.file_pattern:
       raise ValueError(f'RetinaNetTask.{split}.file_pattern is not set; bind '
                        f'it in gin (e.g. `{split.split("_")[0]}/DataOptions.'
@@ -159,6 +177,27 @@ class RetinaNetTask(base_task.Task):
         source_name)
     return pipeline.build_dataset(
         data.file_pattern, decoder.decode, self.build_parser(training),
+        data.global_batch_size, training, input_context,
+        shuffle_buffer=data.shuffle_buffer, cache=data.cache, seed=data.seed,
+        source_name=source_name,
+        check_fn=lambda images, labels: (images, detection_parser.
+                                         check_class_ids(labels, num_classes,
+                                                         source_name)))
+
+  def _build_tfds_inputs(self, data, split, training, input_context):
+    source_name = f'RetinaNetTask.{split}.tfds_name={data.tfds_name!r}'
+    num_classes = self.info.num_classes
+    examples, decoder, labels = tfds_source.load(
+        data.tfds_name, data.tfds_split, training, input_context,
+        data.tfds_data_dir, data.seed)
+    largest = max(labels)
+    if largest >= num_classes:
+      raise ValueError(
+          f'{source_name}: category ids go up to {largest} but the model has '
+          f'num_classes={num_classes} (gin NUM_CLASSES); set NUM_CLASSES to at '
+          f'least {largest + 1}.')
+    return pipeline.build_dataset(
+        examples, decoder.decode, self.build_parser(training),
         data.global_batch_size, training, input_context,
         shuffle_buffer=data.shuffle_buffer, cache=data.cache, seed=data.seed,
         source_name=source_name,
