@@ -72,9 +72,8 @@ def _source():
   if fmt == 'checkpoint':
     try:
       fmt = 'tf1' if tf1_checkpoint.is_tf1_checkpoint(path) else 'model_garden'
-    except (ValueError, OSError) as e:
-      raise app.UsageError(f'--checkpoint={path}: cannot read a checkpoint there '
-                           f'({str(e).splitlines()[0]}).') from None
+    except ValueError as e:
+      raise app.UsageError(str(e)) from None
     logging.info('--checkpoint=%s: %s checkpoint.', path,
                  'a name-based TF1' if fmt == 'tf1' else 'an object-based (Model Garden)')
   return fmt, path

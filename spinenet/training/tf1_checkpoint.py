@@ -59,6 +59,10 @@ STEP_NAMES = ('global_step',)
 # classification yamls set 1e-5).
 TF1_NORM_EPSILON = {'retinanet': 1e-4, 'backbone': 1e-4, 'classification': 1e-5}
 CLASSIFICATION_INPUT_SIZE = 224
+# Anchor aspect ratios of the authors' detection configs, in their order: the
+# class and box predictors' channels are anchor-major in this order (ours
+# default to (0.5, 1.0, 2.0)).
+TF1_ASPECT_RATIOS = (1.0, 2.0, 0.5)
 
 _GRAPH_KEY = '_CHECKPOINTABLE_OBJECT_GRAPH'
 _LAYER_NAME = re.compile(r'(.+?)(?:_(\d+))?')
@@ -94,10 +98,21 @@ def checkpoint_prefix(path: str) -> str:
   return max(indexes, key=step)[:-len('.index')]
 
 
-def is_tf1_checkpoint(path: str) -> bool:
-  """Whether `path` (prefix or directory) is a name-based TF1 checkpoint."""
-  reader = tf.train.load_checkpoint(checkpoint_prefix(path))
-  return _GRAPH_KEY not in reader.get_variable_to_shape_map()
+def is_tf1_checkpoint(path: str, flag: str = '--checkpoint') -> bool:
+  """Whether `path` (prefix or directory) is a name-based TF1 checkpoint.
+
+  Raises:
+    ConversionError: naming `flag`, when no checkpoint can be read there.
+  """
+  return _GRAPH_KEY not in _reader(checkpoint_prefix(path), flag).get_variable_to_shape_map()
+
+
+def _reader(prefix, flag):
+  try:
+    return tf.train.load_checkpoint(prefix)
+  except (tf.errors.OpError, ValueError) as e:
+    raise ConversionError(f'{flag}={prefix}: cannot read a checkpoint there '
+                          f'({type(e).__name__}: {str(e).splitlines()[0]}).') from None
 
 
 @dataclasses.dataclass
@@ -121,11 +136,7 @@ class _Checkpoint:
 
   @classmethod
   def read(cls, prefix, flag='--tf1_checkpoint'):
-    try:
-      reader = tf.train.load_checkpoint(prefix)
-    except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as e:
-      raise ConversionError(f'{flag}={prefix}: cannot read a checkpoint there '
-                            f'({type(e).__name__}: {str(e).splitlines()[0]}).') from None
+    reader = _reader(prefix, flag)
     shapes = {k: tuple(v) for k, v in reader.get_variable_to_shape_map().items()}
     if _GRAPH_KEY in shapes:
       raise ConversionError(
@@ -341,13 +352,18 @@ def tf1_build_args(model_id: str, task: str, activation: Optional[str] = None) -
 
   Returns:
     dict for `registry.build_retinanet` / `build_classifier` /
-    `build_backbone` (and gin's `build_retinanet.<name>`).
+    `build_backbone` (and gin's `build_retinanet.<name>`). RetinaNet also
+    gets the authors' anchor order `aspect_ratios=(1.0, 2.0, 0.5)`: their
+    predictors' channels follow it, so a model with our default order would
+    pair each anchor with another anchor's outputs.
   """
   spec = registry.get_spec(model_id)
   args = dict(registry.TF1_BACKBONE_OPTIONS)
   args.update(spec.backbone_options)
   args['norm_epsilon'] = TF1_NORM_EPSILON[task]
   args['activation'] = activation or spec.activation
+  if task == 'retinanet':
+    args['aspect_ratios'] = TF1_ASPECT_RATIOS
   return args
 
 
@@ -388,7 +404,7 @@ def _build(task, model_id, build_args, input_size):
     return registry.build_classifier(
         model_id, input_size=input_size or CLASSIFICATION_INPUT_SIZE, **build_args)
   return registry.build_backbone(model_id, input_size or 128, **{
-      k: v for k, v in build_args.items() if k != 'num_classes'})
+      k: v for k, v in build_args.items() if k not in ('num_classes', 'aspect_ratios')})
 
 
 def _units(task, model, model_id):
