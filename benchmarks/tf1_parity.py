@@ -28,6 +28,10 @@ configuration.
 import dataclasses
 import json
 import os
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
 import shutil
 import subprocess
 import sys

@@ -55,9 +55,12 @@ TASKS = ('retinanet', 'classification', 'backbone')
 SLOT_NAMES = ('Momentum', 'Adam', 'Adam_1', 'RMSProp', 'RMSProp_1')
 EMA_SUFFIX = 'ExponentialMovingAverage'
 STEP_NAMES = ('global_step',)
-# Batch-norm epsilon of the authors' configs (base_config.py; the
-# classification yamls set 1e-5).
-TF1_NORM_EPSILON = {'retinanet': 1e-4, 'backbone': 1e-4, 'classification': 1e-5}
+# Batch-norm epsilon of the authors' configs, by model (base_config.py 1e-4;
+# the classification yamls set 1e-5, the Mask R-CNN yamls 1e-3), and the
+# top-level scope that marks each model's checkpoint.
+TF1_NORM_EPSILON = {'retinanet': 1e-4, 'classification': 1e-5, 'mask_rcnn': 1e-3}
+_MODEL_SCOPES = {'retinanet': 'retinanet', 'classification_head': 'classification',
+                 'rpn_head': 'mask_rcnn'}
 CLASSIFICATION_INPUT_SIZE = 224
 # Anchor aspect ratios of the authors' detection configs, in their order: the
 # class and box predictors' channels are anchor-major in this order (ours
@@ -341,7 +344,8 @@ def _backbone_root(model_id):
   return 'spinenet_mbconv' if registry.get_spec(model_id).family == 'mobile' else 'spinenet'
 
 
-def tf1_build_args(model_id: str, task: str, activation: Optional[str] = None) -> Dict:
+def tf1_build_args(model_id: str, task: str, activation: Optional[str] = None,
+                   source_model: Optional[str] = None) -> Dict:
   """Builder arguments that reproduce the authors' TF1 numerics for `model_id`.
 
   Args:
@@ -349,6 +353,9 @@ def tf1_build_args(model_id: str, task: str, activation: Optional[str] = None) -
     task: 'retinanet', 'classification' or 'backbone'.
     activation: the checkpoint's activation ('swish' for the "-best"
       checkpoints and SpineNetMB-49, 'relu' for the others); None: the id's.
+    source_model: the authors' model the weights come from, 'retinanet',
+      'classification' or 'mask_rcnn' (its batch-norm epsilon); None: `task`'s
+      (RetinaNet's for the backbone task).
 
   Returns:
     dict for `registry.build_retinanet` / `build_classifier` /
@@ -360,7 +367,8 @@ def tf1_build_args(model_id: str, task: str, activation: Optional[str] = None) -
   spec = registry.get_spec(model_id)
   args = dict(registry.TF1_BACKBONE_OPTIONS)
   args.update(spec.backbone_options)
-  args['norm_epsilon'] = TF1_NORM_EPSILON[task]
+  source_model = source_model or (task if task != 'backbone' else 'retinanet')
+  args['norm_epsilon'] = TF1_NORM_EPSILON[source_model]
   args['activation'] = activation or spec.activation
   if task == 'retinanet':
     args['aspect_ratios'] = TF1_ASPECT_RATIOS
@@ -448,6 +456,16 @@ def _check_backbone_scope(ckpt, model_id, path):
   raise ConversionError(
       f'--tf1_checkpoint={path}: no `{root}/...` variables for --model={model_id} '
       f'(top-level scopes: {dict(roots)}).{hint}')
+
+
+def _source_model(ckpt):
+  """The authors' model of the checkpoint, from its top-level scopes, or None."""
+  roots = {n.split('/')[0] for n in ckpt.model}
+  found = sorted({model for scope, model in _MODEL_SCOPES.items() if scope in roots})
+  if len(found) == 1:
+    logging.info('TF1 checkpoint of the authors\' %s model.', found[0])
+    return found[0]
+  return None
 
 
 def _other_model_variables(ckpt, scope, task, path):
@@ -547,7 +565,8 @@ def convert(tf1_checkpoint: str, model_id: str, task: str, output_dir: str,
                     'sigmoid squeeze-excite; --model=MB-49 reproduces it, %s keeps its '
                     'own activations.', model_id, model_id)
 
-  build_args = tf1_build_args(model_id, task, activation)
+  source_model = _source_model(ckpt)
+  build_args = tf1_build_args(model_id, task, activation, source_model)
   build_args.update(_infer_head(ckpt, task, model_id))
   if num_classes is not None:
     if build_args.get('num_classes', num_classes) != num_classes:
