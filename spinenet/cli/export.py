@@ -72,9 +72,9 @@ _CALIBRATION_IMAGES = flags.DEFINE_integer(
     'calibration_images', tflite_export.TFLiteOptions.calibration_images,
     'tflite int8: images used for calibration.', lower_bound=1)
 _TFLITE_NMS = flags.DEFINE_enum(
-    'tflite_nms', 'regular', ('regular', 'fast'),
-    'tflite detection: per-class NMS as the SavedModel (regular) or the op\'s '
-    'class-agnostic one (fast).')
+    'tflite_nms', 'fast', ('regular', 'fast'),
+    'tflite detection: the op\'s class-agnostic NMS (fast, default) or its per-class '
+    'NMS (regular; drops label 2 in LiteRT 2.3.0, see docs/tflite.md).')
 
 
 def main(argv):

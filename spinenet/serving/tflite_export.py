@@ -90,14 +90,16 @@ class TFLiteOptions:
   Attributes:
     quantization: one of `QUANTIZATIONS`.
     calibration_images: int8: representative images read for calibration.
-    use_regular_nms: detection: per-class NMS (as the SavedModel's); False
-      uses the op's faster class-agnostic NMS.
+    use_regular_nms: detection: the op's per-class NMS (as the SavedModel's).
+      Off by default: the LiteRT 2.3.0 interpreter of this environment drops
+      every detection of label 2 in that mode (docs/tflite.md); the default
+      is the op's class-agnostic NMS (each anchor's best class).
     raw_outputs: also output the network's raw outputs (parity checks;
       standard detection APIs expect exactly the four detection outputs).
   """
   quantization: str = 'none'
   calibration_images: int = 200
-  use_regular_nms: bool = True
+  use_regular_nms: bool = False
   raw_outputs: bool = False
 
   def __post_init__(self):

@@ -1,0 +1,239 @@
+"""TFLite export: the float file answers like the SavedModel; int8, float16, classifiers.
+
+A tiny randomized Mobile SpineNet RetinaNet (128 px, quarter widths, one
+mbconv block per level; `serving_testing.randomize` makes it detect dozens
+of boxes) is exported once as a SavedModel and as float32, float16 and int8
+`.tflite` files. Parity: the float file's raw outputs equal those of the
+SavedModel's network (the frozen, folded graph `export_lib` saves) within
+1e-4 x max|reference|, and its detections, mapped to the image, agree with the
+SavedModel's `serving_default` detections (best detection; the file's NMS is
+class-agnostic). Classifier export is not covered: its conversion loses the
+signature (not solved yet, see docs/tflite.md).
+"""
+import json
+import os
+import shutil
+import tempfile
+
+from absl import logging
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+import tf_keras as keras
+
+from spinenet.modeling import registry
+from spinenet.serving import export_lib
+from spinenet.serving import predict_lib
+from spinenet.serving import signatures as sig
+from spinenet.serving import tflite_export
+from spinenet.serving import tflite_runtime
+
+from tensorflow.lite.python import schema_py_generated as schema  # pylint: disable=g-direct-tensorflow-import
+
+import serving_testing
+
+SIZE = serving_testing.INPUT_SIZE
+CLASS_TO_CATEGORY = [0, 11, 12, 13, 14]
+LABEL_MAP = {11: 'circle', 12: 'square', 13: 'triangle', 14: 'cross'}
+
+
+def mobile_retinanet(seed=0):
+  keras.utils.set_random_seed(seed)
+  model = registry.build_retinanet(
+      'mobile-49S', num_classes=serving_testing.NUM_CLASSES, input_size=SIZE,
+      filter_size_scale=0.25, endpoints_num_filters=16, head_filters=16, head_convs=1,
+      block_specs=serving_testing.MOBILE_BLOCK_SPECS)
+  return serving_testing.randomize(model, seed)
+
+
+def calibration_images(count=8):
+  return [serving_testing.image(SIZE, SIZE, seed=100 + i) for i in range(count)]
+
+
+def _flat(outputs, levels, last_dim):
+  return np.concatenate([np.reshape(outputs[l], [-1, last_dim]) for l in levels], 0)
+
+
+def _op_input_types(path):
+  """`{op name: set of input tensor types}` of the file's main subgraph."""
+  with open(path, 'rb') as f:
+    model = schema.ModelT.InitFromPackedBuf(f.read(), 0)
+  names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith('_')}
+  types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith('_')}
+  subgraph = model.subgraphs[0]
+  found = {}
+  for op in subgraph.operators:
+    code = model.operatorCodes[op.opcodeIndex]
+    name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode))
+    if name == 'CUSTOM':
+      name = code.customCode.decode()
+    found.setdefault(name, set()).update(
+        types[subgraph.tensors[i].type] for i in op.inputs if i >= 0)
+  return found
+
+
+class DetectionTFLiteTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp()
+    cls.model = mobile_retinanet()
+    model_fn = lambda: cls.model  # noqa: E731  (the same weights everywhere)
+    cls.saved = export_lib.export_saved_model(
+        model_fn, os.path.join(cls.tmp, 'saved'), label_map=LABEL_MAP,
+        class_to_category=CLASS_TO_CATEGORY)
+    cls.exports = {}
+    for quantization in tflite_export.QUANTIZATIONS:
+      cls.exports[quantization] = tflite_export.export_tflite(
+          model_fn, os.path.join(cls.tmp, 'tflite'), label_map=LABEL_MAP,
+          class_to_category=CLASS_TO_CATEGORY, calibration_images=calibration_images(),
+          options=tflite_export.TFLiteOptions(quantization=quantization,
+                                              raw_outputs=quantization == 'none'))
+    cls.pixels = serving_testing.image(SIZE, SIZE)
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.tmp, ignore_errors=True)
+    super().tearDownClass()
+
+  def test_float_raw_outputs_match_the_saved_model_network(self):
+    module, _ = export_lib.build_export_module(self.model)
+    inputs = tflite_runtime.normalize(tf.constant(self.pixels, tf.float32)[tf.newaxis])
+    reference = module._network(inputs)  # pylint: disable=protected-access
+    levels = [str(l) for l in range(3, 8)]
+    want = {tflite_export.RAW_BOX_DELTAS: _flat(reference['box_outputs'], levels, 4),
+            tflite_export.RAW_CLASS_LOGITS: _flat(reference['cls_outputs'], levels, 5)}
+    outputs = tflite_runtime.TFLiteModel(self.exports['none'].path).run(
+        self.pixels[np.newaxis].astype(np.float32))
+    worst = 0.0
+    for name, ref in want.items():
+      got = outputs[name][0]
+      self.assertEqual(got.shape, ref.shape)
+      relative = np.max(np.abs(got - ref)) / np.max(np.abs(ref))
+      worst = max(worst, relative)
+      self.assertLessEqual(relative, 1e-4, name)
+    logging.info('float TFLite vs SavedModel raw outputs: worst |diff| / max|ref| = %.3g',
+                 worst)
+    print(f'\nfloat TFLite raw outputs: worst |diff| / max|reference| = {worst:.3g}')
+
+  def test_float_detections_agree_with_the_saved_model(self):
+    # The file's NMS is the op's class-agnostic one (the SavedModel's is per
+    # class): the best detection is the same, and every detection of the
+    # file is a (box, class, score) the SavedModel scored alike before NMS:
+    # here, one of its detections or a box overlapping one of them.
+    loaded = tf.saved_model.load(self.saved.path)
+    want = loaded.signatures[sig.IMAGE_TENSOR](images=tf.constant(self.pixels[np.newaxis]))
+    want = {k: v.numpy()[0] for k, v in want.items()}
+    got = tflite_runtime.TFLitePredictor(self.exports['none'].path).predict(
+        [serving_testing.encode(self.pixels)])[0]
+    num = int(want[sig.NUM_DETECTIONS])
+    self.assertGreater(num, 10)  # the randomized model detects things
+    self.assertGreater(int(got[sig.NUM_DETECTIONS]), 0)
+    self.assertEqual(got[sig.DETECTION_CLASSES][0], want[sig.DETECTION_CLASSES][0])
+    self.assertEqual(got[sig.DETECTION_CLASS_NAMES][0],
+                     want[sig.DETECTION_CLASS_NAMES][0].decode())
+    self.assertAllClose(got[sig.DETECTION_SCORES][0], want[sig.DETECTION_SCORES][0],
+                        atol=1e-4)
+    self.assertAllClose(got[sig.DETECTION_BOXES][0], want[sig.DETECTION_BOXES][0],
+                        atol=1e-3 * SIZE)
+    self.assertAllInRange(np.diff(got[sig.DETECTION_SCORES]), -1.0, 1e-6)  # descending
+
+  def test_outputs_follow_the_tflite_detection_convention(self):
+    for quantization, result in self.exports.items():
+      model = tflite_runtime.TFLiteModel(result.path)
+      details = model.interpreter.get_output_details()
+      names = [d['name'] for d in details][:4]
+      self.assertEqual(names, list(tflite_export.DETECTION_OUTPUTS), quantization)
+      shapes = [list(d['shape']) for d in details][:4]
+      self.assertEqual(shapes, [[1, 100, 4], [1, 100], [1, 100], [1]])
+      self.assertTrue(all(d['dtype'] == np.float32 for d in details[:4]))
+      self.assertEqual(model.interpreter.get_signature_list()['serving_default']['outputs'],
+                       [d['name'] for d in details])
+      outputs = model.run(self.pixels[np.newaxis].astype(np.float32))
+      boxes = outputs[tflite_export.DETECTION_BOXES][0][
+          :int(outputs[tflite_export.NUM_DETECTIONS][0])]
+      self.assertGreater(len(boxes), 0)
+      # Normalized: within [0, 1] (the boxes were clipped to the input).
+      self.assertAllInRange(boxes, -1e-3, 1.0 + 1e-3)
+      labels = outputs[tflite_export.DETECTION_CLASSES][0][:len(boxes)]
+      self.assertAllInRange(labels, 0, 3)
+      self.assertEqual(model.info['class_to_category'], CLASS_TO_CATEGORY)
+    with open(self.exports['none'].labels_path) as f:
+      self.assertEqual(f.read().split('\n')[:4], ['circle', 'square', 'triangle', 'cross'])
+
+  def test_int8_is_full_integer_with_raw_pixel_input(self):
+    model = tflite_runtime.TFLiteModel(self.exports['int8'].path)
+    detail = model.interpreter.get_input_details()[0]
+    self.assertEqual(detail['dtype'], np.uint8)
+    scale, zero_point = detail['quantization']
+    self.assertAllClose([scale, zero_point], [1.0, 0], atol=1e-5)
+    types = _op_input_types(self.exports['int8'].path)
+    for op in ('CONV_2D', 'DEPTHWISE_CONV_2D'):
+      self.assertEqual(types[op], {'INT8', 'INT32'}, op)  # int32: biases
+    self.assertIn(tflite_export.POSTPROCESS_OP, types)
+    self.assertNotIn('FLOAT32', types['CONV_2D'] | types['ADD'] | types['MUL'])
+    sizes = {q: os.path.getsize(r.path) for q, r in self.exports.items()}
+    self.assertLess(sizes['int8'], sizes['none'])
+    self.assertLess(sizes['float16'], sizes['none'])
+
+  def test_quantized_files_find_the_float_detections(self):
+    float_result = tflite_runtime.TFLitePredictor(self.exports['none'].path).predict_image(
+        self.pixels)
+    top = float_result[sig.DETECTION_BOXES][:5]
+    # int8 of this random network is not meaningful (benchmarks/tflite.py
+    # measures int8 AP on a trained model).
+    for quantization in ('float16',):
+      result = tflite_runtime.TFLitePredictor(self.exports[quantization].path).predict_image(
+          self.pixels)
+      boxes = result[sig.DETECTION_BOXES]
+      # Every one of the float file's 5 best boxes is found again (IoU > 0.7).
+      for box in top:
+        overlap = _iou(box, boxes)
+        self.assertGreater(overlap.max(), 0.7, quantization)
+
+  def test_predict_files_draws_tflite_results(self):
+    out = os.path.join(self.tmp, 'predicted')
+    path = os.path.join(self.tmp, 'image.png')
+    Image.fromarray(serving_testing.image(96, 144)).save(path)
+    summary = predict_lib.predict_files(
+        tflite_runtime.TFLitePredictor(self.exports['float16'].path), [path], out,
+        min_score=0.3)
+    self.assertTrue(os.path.exists(os.path.join(out, 'image.png')))
+    with open(os.path.join(out, 'predictions.json')) as f:
+      self.assertEqual(json.load(f), summary)
+    detections = summary[0]['detections']
+    self.assertNotEmpty(detections)
+    for d in detections:
+      self.assertIn(d['name'], LABEL_MAP.values())
+      ymin, xmin, ymax, xmax = d['box']
+      self.assertTrue(0 <= ymin <= ymax <= 96 and 0 <= xmin <= xmax <= 144, d['box'])
+
+  def test_refusals_name_the_reason(self):
+    with self.assertRaisesRegex(ValueError, 'calibration'):
+      tflite_export.export_tflite(lambda: self.model, self.tmp,
+                                  options=tflite_export.TFLiteOptions(quantization='int8'))
+    with self.assertRaisesRegex(ValueError, 'quantization'):
+      tflite_export.TFLiteOptions(quantization='int4')
+    with self.assertRaisesRegex(TypeError, 'RetinaNet or Classifier'):
+      tflite_export.tflite_function(keras.Sequential([keras.layers.Dense(2)]))
+    with self.assertRaisesRegex(ValueError, 'metadata'):
+      tflite_runtime.read_metadata(tflite_export.convert(
+          tf.function(lambda x: {'y': x * 2.0}, input_signature=[
+              tf.TensorSpec([1, 4], tf.float32)]).get_concrete_function()))
+
+
+def _iou(box, boxes):
+  """IoU of one box `[4]` with boxes `[N, 4]` (ymin, xmin, ymax, xmax)."""
+  boxes = np.reshape(boxes, [-1, 4])
+  ymin = np.maximum(box[0], boxes[:, 0])
+  xmin = np.maximum(box[1], boxes[:, 1])
+  ymax = np.minimum(box[2], boxes[:, 2])
+  xmax = np.minimum(box[3], boxes[:, 3])
+  inter = np.clip(ymax - ymin, 0, None) * np.clip(xmax - xmin, 0, None)
+  area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+  return inter / np.maximum(area(box) + area(boxes) - inter, 1e-9)
+
+
+if __name__ == '__main__':
+  tf.test.main()
