@@ -198,7 +198,7 @@ class DetectionTFLiteTest(tf.test.TestCase):
     Image.fromarray(serving_testing.image(96, 144)).save(path)
     summary = predict_lib.predict_files(
         tflite_runtime.TFLitePredictor(self.exports['float16'].path), [path], out,
-        min_score=0.3)
+        min_score=0.05)  # the randomized model scores ~0.15
     self.assertTrue(os.path.exists(os.path.join(out, 'image.png')))
     with open(os.path.join(out, 'predictions.json')) as f:
       self.assertEqual(json.load(f), summary)
