@@ -25,6 +25,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+# SpineNet's endpoints are levels 3-7: a lower min_level needs another backbone.
+_NEEDS_LEVEL = '(needs a backbone output at that level)'
 # Box sides (square root of the area, input pixels) of the report's bins.
 SIZE_BINS = (0, 16, 32, 64, 128, 256, 512, float('inf'))
 
@@ -155,7 +157,8 @@ class CoverageReport:
     lines.append('if changed (share no anchor reaches): ' + '; '.join(
         f'{name}: {pct(share)}' for name, share in self.alternatives))
     if self.unreached_share > self.warn_share:
-      best = min(self.alternatives, key=lambda a: a[1]) if self.alternatives else None
+      choices = [a for a in self.alternatives if _NEEDS_LEVEL not in a[0]]
+      best = min(choices, key=lambda a: a[1]) if choices else None
       lines.append(
           f'WARNING: {pct(self.unreached_share)} of the boxes get no anchor at '
           f'IoU {s.match_threshold:g}: each trains only through its one best '
@@ -244,7 +247,8 @@ def alternatives(settings: AnchorSettings, max_input: int = 1536):
   for size in (s.anchor_size * 2 / 3, s.anchor_size * 1.5):
     out.append((f'anchor_size {size:g}', s.replace(anchor_size=round(size, 3))))
   if s.min_level > 2:
-    out.append((f'min_level {s.min_level - 1}', s.replace(min_level=s.min_level - 1)))
+    out.append((f'min_level {s.min_level - 1} {_NEEDS_LEVEL}',
+                s.replace(min_level=s.min_level - 1)))
   for factor in (1.5, 2.0):
     size = tuple(int(round(v * factor / 2**s.max_level)) * 2**s.max_level
                  for v in s.input_size)
@@ -256,7 +260,11 @@ def alternatives(settings: AnchorSettings, max_input: int = 1536):
                 s.replace(aspect_ratios=ratios)))
   if s.num_scales < 4:
     out.append((f'num_scales {s.num_scales + 1}', s.replace(num_scales=s.num_scales + 1)))
-  return out
+  unique = {}
+  for name, alt in out:
+    if alt != s:
+      unique.setdefault(name, alt)
+  return list(unique.items())
 
 
 def coverage(images: Sequence[Tuple[Tuple[float, float], np.ndarray]],
