@@ -34,11 +34,10 @@ checkpoint does not record it). `conversion.json` records those arguments.
 """
 import collections
 import dataclasses
-import json
 import os
 import re
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from absl import logging
 import tensorflow as tf
