@@ -51,6 +51,10 @@ _GIN_PARAM = flags.DEFINE_multi_string(
 _NUM_TRAIN = flags.DEFINE_integer(
     'num_train', None, 'Training images (default 400; classification 2000).',
     lower_bound=1)
+_SEED = flags.DEFINE_integer(
+    'seed', 0, 'Seeds Python, NumPy and TensorFlow before the model is '
+    'built (weight initialization); -1: unseeded. The data order and '
+    'augmentation have their own seed (DataOptions.seed in the gin file).')
 _NUM_VAL = flags.DEFINE_integer(
     'num_val', None, 'Validation images (default 100; classification 400).',
     lower_bound=1)
@@ -132,6 +136,8 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   output_dir, num_train, num_val = _DEFAULTS[_TASK.value]
   run = run_retinanet if _TASK.value == 'retinanet' else run_classification
+  if _SEED.value >= 0:
+    demo_lib.seed_everything(_SEED.value)
   try:
     run(_OUTPUT_DIR.value or output_dir, _GIN_PARAM.value,
         _NUM_TRAIN.value or num_train, _NUM_VAL.value or num_val)

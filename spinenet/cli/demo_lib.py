@@ -12,6 +12,7 @@ import collections
 import io
 import json
 import os
+import random
 import time
 from typing import Callable, Dict, Sequence
 
@@ -34,6 +35,20 @@ CLASSIFICATION_GIN = 'experiments/demo_classification_cpu.gin'
 DETECTION_IMAGE_SIZE = 256  # generated shapes images
 CLASSIFICATION_IMAGE_SIZE = 96  # generated images; the model sees 64 px crops
 _DONE = '.complete'
+
+
+def seed_everything(seed: int):
+  """Seeds Python's, NumPy's and TensorFlow's global generators.
+
+  Call before the model is built: its weight initializers draw from
+  TensorFlow's global seed, so a seeded demo starts from the same weights
+  every run (the data order and augmentation are seeded by
+  `DataOptions.seed`).
+  """
+  logging.info('seeding Python, NumPy and TensorFlow with %d', seed)
+  random.seed(seed)
+  np.random.seed(seed)
+  tf.random.set_seed(seed)
 
 
 def generate_once(directory: str, generate: Callable[[], None]) -> None:

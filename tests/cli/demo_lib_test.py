@@ -13,6 +13,7 @@ from spinenet import config
 from spinenet.cli import demo_lib
 from spinenet.data import builtin_dataset
 from spinenet.data import coco_converter
+from spinenet.modeling import registry
 
 # The tiny detector's bindings and helpers are shared with the serving tests.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -35,6 +36,28 @@ class GenerateOnceTest(tf.test.TestCase):
     demo_lib.generate_once(directory, lambda: calls.append('ok'))
     demo_lib.generate_once(directory, lambda: calls.append('again'))
     self.assertEqual(calls, ['failing', 'ok'])  # redone after the failure only
+
+
+class SeedEverythingTest(tf.test.TestCase):
+
+  def _initial_weights(self, seed):
+    demo_lib.seed_everything(seed)
+    model = registry.build_retinanet('49S', num_classes=3, input_size=64,
+                                     filter_size_scale=0.25,
+                                     endpoints_num_filters=8, head_filters=8,
+                                     head_convs=1)
+    return model.get_weights()
+
+  def test_a_seed_fixes_the_initial_weights(self):
+    first, again, other = (self._initial_weights(s) for s in (3, 3, 4))
+    self.assertLen(again, len(first))
+    for a, b in zip(first, again):
+      self.assertAllEqual(a, b)
+    # Another seed: the random kernels differ (constant vectors such as batch
+    # norm's zeros and ones, or the prior bias, do not).
+    differs = [not np.array_equal(a, b) for a, b in zip(first, other)
+               if a.ndim == 4]
+    self.assertGreater(sum(differs), len(differs) // 2)
 
 
 class ExportAndPredictTest(tf.test.TestCase):
