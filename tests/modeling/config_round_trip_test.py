@@ -36,12 +36,14 @@ def _tiny_backbone():
 
 
 def _resample():
-  return sn.Resample(8, 16, -2, options=_OPTIONS, target_size=(5, 5), name='resample_3')
+  return sn.Resample(8, 16, -2, options=_OPTIONS, target_size=(5, 5), rule='tf1',
+                     name='resample_3')
 
 
 def _group():
   return sn.BlockGroup('mbconv', 8, repeats=2, strides=2, se_ratio=0.25,
                        expand_ratio=3, stochastic_depth_rate=0.1, options=_OPTIONS,
+                       mbconv_se_activation='swish', mbconv_se_gating='sigmoid',
                        name='group')
 
 
@@ -58,7 +60,12 @@ EXAMPLES = {
     'BottleneckBlock': lambda: layers.BottleneckBlock(
         8, use_projection=True, stochastic_depth_rate=0.2, options=_OPTIONS),
     'MBConvBlock': lambda: layers.MBConvBlock(
-        8, expand_ratio=4, se_ratio=0.2, se_gating='sigmoid', options=_OPTIONS),
+        8, expand_ratio=4, se_ratio=0.2, se_gating='sigmoid', se_activation='swish',
+        options=_OPTIONS),
+    'FixedPaddingConv2D': lambda: layers.FixedPaddingConv2D(
+        8, 3, strides=2, use_bias=False, kernel_regularizer=keras.regularizers.L2(1e-4)),
+    'FixedPaddingDepthwiseConv2D': lambda: layers.FixedPaddingDepthwiseConv2D(
+        3, strides=2, use_bias=False),
     'ConvNormAct': lambda: sn.ConvNormAct(8, 3, 2, activation=False, options=_OPTIONS),
     'Resample': _resample,
     'BlockGroup': _group,
