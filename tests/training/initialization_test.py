@@ -10,6 +10,7 @@ import tempfile
 
 from absl import logging
 import numpy as np
+import pytest
 import tensorflow as tf
 import tf_keras as keras
 
@@ -180,3 +181,51 @@ class InitializationTest(tf.test.TestCase):
     names = {n for pairs in record['restored'].values() for n, _ in pairs}
     names |= {row[0] for rows in record['reinitialized'].values() for row in rows}
     self.assertEqual(names, {v.name.split(':')[0] for v in model.variables})
+
+
+class OtherSourcesTest(tf.test.TestCase):
+
+  @pytest.mark.slow  # builds and converts a Model Garden model (~40 s)
+  def test_converted_model_garden_checkpoint_with_another_class_count(self):
+    from benchmarks import _parity_harness as harness  # pylint: disable=g-import-not-at-top
+    from spinenet.modeling import registry  # pylint: disable=g-import-not-at-top
+    from spinenet.training import checkpoint_converter  # pylint: disable=g-import-not-at-top
+    root = tempfile.mkdtemp()
+    _, mg = harness.mg_retinanet('mobile-49XS', 91)
+    harness.randomize(mg, 0)
+    mg_ckpt = tf.train.Checkpoint(model=mg).write(os.path.join(root, 'mg', 'ckpt'))
+    converted = checkpoint_converter.convert(mg_ckpt, 'mobile-49XS', 'retinanet',
+                                             os.path.join(root, 'converted'))
+    model = registry.build_retinanet('mobile-49XS', num_classes=4, input_size=128)
+    report = initialization.initialize_from_checkpoint(
+        model, os.path.join(root, 'converted'), 'all')
+    self.assertIn('91 classes in the checkpoint, 4 here',
+                  report.reinitialized_reason['class predictor'])
+    self._assert_restored(model.backbone.variables,
+                          converted.model.backbone.variables)
+    self._assert_restored(model.head.box_regressor.variables,
+                          converted.model.head.box_regressor.variables)
+    restored = sum(len(v) for v in report.restored.values())
+    self.assertEqual(restored + len(model.head.classifier.variables),
+                     len(model.variables))
+
+  def _assert_restored(self, ours, theirs):
+    for a, b in zip(ours, theirs):
+      self.assertAllEqual(a, b, msg=a.name)
+
+  def test_classifier_head_is_the_class_predictor(self):
+    from spinenet.modeling import registry  # pylint: disable=g-import-not-at-top
+    args = dict(input_size=64, filter_size_scale=0.25, block_specs=tiny.BLOCK_SPECS)
+    source = registry.build_classifier('49S', num_classes=10, **args)
+    _randomize(source, 2)
+    prefix = tf.train.Checkpoint(model=source).write(
+        os.path.join(tempfile.mkdtemp(), 'ckpt'))
+    model = registry.build_classifier('49S', num_classes=3, **args)
+    _fill(model, 7.0)
+    report = initialization.initialize_from_checkpoint(model, prefix, 'all')
+    self._assert_restored(model.backbone.variables, source.backbone.variables)
+    self.assertEqual(list(report.reinitialized), ['class predictor'])
+    self.assertIn('10 classes in the checkpoint, 3 here',
+                  report.reinitialized_reason['class predictor'])
+    self.assertAllEqual(model.head.linear.bias, np.zeros([3]))  # Dense's zeros
+    self.assertLess(float(tf.reduce_max(tf.abs(model.head.linear.kernel))), 1.0)
