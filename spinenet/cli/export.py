@@ -72,9 +72,15 @@ _CALIBRATION_IMAGES = flags.DEFINE_integer(
     'calibration_images', tflite_export.TFLiteOptions.calibration_images,
     'tflite int8: images used for calibration.', lower_bound=1)
 _TFLITE_NMS = flags.DEFINE_enum(
-    'tflite_nms', 'fast', ('regular', 'fast'),
-    'tflite detection: the op\'s class-agnostic NMS (fast, default) or its per-class '
-    'NMS (regular; drops label 2 in LiteRT 2.3.0, see docs/tflite.md).')
+    'tflite_nms', 'per_class', tflite_export.NMS_MODES,
+    'tflite detection post-processing: per_class (default; the SavedModel\'s per-class '
+    'NMS from TFLite builtins, same detections), fast (the TFLite_Detection_PostProcess '
+    'op, class-agnostic) or regular (that op\'s per-class NMS; drops label 2 in LiteRT '
+    '2.3.0, see docs/tflite.md).')
+_TFLITE_INT8_FLOAT_OPS = flags.DEFINE_list(
+    'tflite_int8_float_ops', list(tflite_export.TFLiteOptions.int8_float_ops),
+    'tflite int8: builtin ops left float32 (default HARD_SWISH: XNNPACK has no int8 hard '
+    'swish here and would leave those ops to slow builtin kernels); empty: quantize all.')
 
 
 def main(argv):
@@ -111,7 +117,9 @@ def _export_tflite():
                          'int8, always folded, and not versioned.')
   options = tflite_export.TFLiteOptions(
       quantization=_QUANTIZATION.value, calibration_images=_CALIBRATION_IMAGES.value,
-      use_regular_nms=_TFLITE_NMS.value == 'regular')
+      nms=_TFLITE_NMS.value,
+      int8_float_ops=tuple(op.strip().upper() for op in _TFLITE_INT8_FLOAT_OPS.value
+                           if op.strip()))
   try:
     result = config.export_tflite_from_config(
         _GIN_FILE.value, _GIN_PARAM.value, _EXPORT_DIR.value,

@@ -9,9 +9,11 @@ then converted by `tf.lite.TFLiteConverter`:
 * `'float16'`: float16 weights (half the file), float32 compute (the
   interpreter dequantizes them once; GPU delegates may run in float16).
 * `'int8'`: full-integer post-training quantization: uint8 image input,
-  int8 weights (per channel) and activations, every op an integer builtin;
-  activation ranges are calibrated on representative images (training
-  records, prepared as the evaluation prepares them).
+  int8 weights (per channel) and activations, every network op an integer
+  builtin except `TFLiteOptions.int8_float_ops` (hard swish by default: no
+  int8 XNNPACK kernel here); activation ranges are calibrated on
+  representative images (training records, prepared as the evaluation
+  prepares them); the detection post-processing stays float32.
 
 The contract of the file (docs/tflite.md; the constants below):
 
@@ -20,14 +22,16 @@ The contract of the file (docs/tflite.md; the constants below):
   point 0 (`int8`). Resizing is the caller's: scale to fit `H x W` keeping
   the aspect ratio and pad bottom and right with `PAD_PIXEL` (what the
   evaluation did), or stretch. Mean/std normalization is inside the file.
-* detection: the four outputs of the TFLite detection post-processing op
-  (`TFLite_Detection_PostProcess`: box decoding and per-class NMS in the
-  file), in the order of the TFLite detection convention:
+* detection: box decoding and NMS in the file, four outputs in the order of
+  the TFLite detection convention (that of `TFLite_Detection_PostProcess`):
   0 `detection_boxes` float32 `[1, N, 4]` ymin, xmin, ymax, xmax normalized
-  to the input's height and width (0-1, not clipped), 1 `detection_classes`
-  float32 `[1, N]` label index (line of `labels.txt`: model class index - 1,
-  the background dropped), 2 `detection_scores` float32 `[1, N]` descending,
-  3 `num_detections` float32 `[1]`; rows past `num_detections` are unused.
+  to the input's height and width (0-1, clipped to the input),
+  1 `detection_classes` float32 `[1, N]` label index (line of `labels.txt`:
+  model class index - 1, the background dropped), 2 `detection_scores`
+  float32 `[1, N]` descending, 3 `num_detections` float32 `[1]`; rows past
+  `num_detections` are 0. By default the post-processing is the
+  SavedModel's (per-class NMS) built from TFLite builtins
+  (`per_class_detections`); `TFLiteOptions.nms` selects the op instead.
   With `raw_outputs`, two more follow: `raw_box_deltas` `[1, A, 4]` (dy, dx,
   dh, dw per anchor, levels concatenated) and `raw_class_logits` `[1, A, K]`.
 * classification: `probabilities` float32 `[1, K]` (softmax), then
@@ -42,7 +46,7 @@ import json
 import os
 import tempfile
 import time
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -62,6 +66,7 @@ from tensorflow.lite.python import schema_py_generated as schema  # pylint: disa
 from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=g-direct-tensorflow-import
 
 QUANTIZATIONS = ('none', 'float16', 'int8')
+NMS_MODES = ('per_class', 'fast', 'regular')
 FILE_NAMES = {'none': 'model_float32.tflite', 'float16': 'model_float16.tflite',
               'int8': 'model_int8.tflite'}
 LABELS_FILE = 'labels.txt'
@@ -80,6 +85,10 @@ PROBABILITIES = 'probabilities'
 LOGITS = 'logits'
 
 POSTPROCESS_OP = 'TFLite_Detection_PostProcess'
+# Ops under this name scope stay float32 in the int8 file (box decoding and
+# NMS need pixel precision; `convert` keeps them out of quantization).
+POSTPROCESS_SCOPE = 'spinenet_postprocess'
+SIGNATURE_KEY = 'serving_default'
 PAD_PIXEL = tflite_runtime.PAD_PIXEL
 
 
@@ -90,22 +99,37 @@ class TFLiteOptions:
   Attributes:
     quantization: one of `QUANTIZATIONS`.
     calibration_images: int8: representative images read for calibration.
-    use_regular_nms: detection: the op's per-class NMS (as the SavedModel's).
-      Off by default: the LiteRT 2.3.0 interpreter of this environment drops
-      every detection of label 2 in that mode (docs/tflite.md); the default
-      is the op's class-agnostic NMS (each anchor's best class).
+    nms: detection post-processing, one of `NMS_MODES`:
+      'per_class' (default): the SavedModel's post-processing built from
+      TFLite builtins (TOPK_V2, GATHER, NON_MAX_SUPPRESSION_V5; per-class NMS
+      by offsetting each class's boxes to its own region of the plane), so
+      the file's detections are the SavedModel's; 'fast': the
+      `TFLite_Detection_PostProcess` op's class-agnostic NMS (each anchor
+      keeps its best class; other detections than the SavedModel's);
+      'regular': that op's per-class NMS (the LiteRT 2.3.0 interpreter of
+      this environment drops every detection of label 2 in it, see
+      docs/tflite.md).
     raw_outputs: also output the network's raw outputs (parity checks;
       standard detection APIs expect exactly the four detection outputs).
+    int8_float_ops: int8: TFLite builtin op names left float32 between a
+      DEQUANTIZE and a QUANTIZE. Default HARD_SWISH: the XNNPACK of this
+      LiteRT has no int8 hard swish, so int8 HARD_SWISH ops run as builtin
+      kernels and cut the XNNPACK graph into dozens of partitions (58 for
+      mobile-49S, int8 ~3x slower than float); float hard swish and the
+      conversions are delegated. `()` quantizes every op.
   """
   quantization: str = 'none'
   calibration_images: int = 200
-  use_regular_nms: bool = False
+  nms: str = 'per_class'
   raw_outputs: bool = False
+  int8_float_ops: Tuple[str, ...] = ('HARD_SWISH',)
 
   def __post_init__(self):
     if self.quantization not in QUANTIZATIONS:
       raise ValueError(f'`quantization` must be one of {QUANTIZATIONS}. Received: '
                        f'quantization={self.quantization!r}')
+    if self.nms not in NMS_MODES:
+      raise ValueError(f'`nms` must be one of {NMS_MODES}. Received: nms={self.nms!r}')
     if self.calibration_images < 1:
       raise ValueError('`calibration_images` must be >= 1. Received: '
                        f'calibration_images={self.calibration_images}')
@@ -245,22 +269,31 @@ def tflite_function(model, options: TFLiteOptions = TFLiteOptions()):
     raise ValueError(f'{model.name} has {num_classes} class output; detection needs '
                      'the background (index 0) and at least one class.')
   levels = [str(l) for l in range(model.min_level, model.max_level + 1)]
-  flat_anchors = anchors_lib.flatten_multilevel(model.anchors(input_size), 4)
-  corner_anchors = tf.constant(flat_anchors.numpy()[np.newaxis])
-  anchors = tf.constant(center_size_anchors(flat_anchors.numpy(), input_size))
-  placeholder = _postprocess_placeholder(postprocess_attributes(
-      num_classes - 1, model.detection_config, options.use_regular_nms))
+  flat_anchors = anchors_lib.flatten_multilevel(model.anchors(input_size), 4).numpy()
   names = DETECTION_OUTPUTS + ((RAW_BOX_DELTAS, RAW_CLASS_LOGITS)
                                if options.raw_outputs else ())
+  if options.nms == 'per_class':
+    def postprocess(deltas, logits):
+      return per_class_detections(deltas, logits, flat_anchors, input_size,
+                                  model.detection_config)
+  else:
+    placeholder = _postprocess_placeholder(postprocess_attributes(
+        num_classes - 1, model.detection_config, options.nms == 'regular'))
+    corner_anchors = tf.constant(flat_anchors[np.newaxis])
+    anchors = tf.constant(center_size_anchors(flat_anchors, input_size))
+
+    def postprocess(deltas, logits):
+      # Class 0 (background) is passed too: the op skips the first
+      # `K - num_classes` columns (its label offset).
+      encodings = clipped_encodings(deltas, corner_anchors, input_size)
+      return placeholder(encodings, tf.sigmoid(logits), anchors)
 
   def detect(images):
     raw = network(tflite_runtime.normalize(images))
     deltas = _flatten_levels(raw['box_outputs'], levels, 4)
     logits = _flatten_levels(raw['cls_outputs'], levels, num_classes)
-    # Class 0 (background) is passed too: the op skips the first
-    # `K - num_classes` columns (its label offset).
-    encodings = clipped_encodings(deltas, corner_anchors, input_size)
-    detections = placeholder(encodings, tf.sigmoid(logits), anchors)
+    with tf.name_scope(POSTPROCESS_SCOPE):
+      detections = postprocess(deltas, logits)
     outputs = dict(zip(DETECTION_OUTPUTS, detections))
     if options.raw_outputs:
       outputs.update({RAW_BOX_DELTAS: deltas, RAW_CLASS_LOGITS: logits})
@@ -268,6 +301,94 @@ def tflite_function(model, options: TFLiteOptions = TFLiteOptions()):
 
   return tf.function(detect, input_signature=[input_spec],
                      autograph=False).get_concrete_function(), names
+
+
+def raw_network_function(model):
+  """The network alone as converted: pixels `[1, H, W, 3]` -> raw outputs.
+
+  What `tflite_function` puts before the post-processing (normalization,
+  frozen folded network, levels flattened), for timing the network of a
+  `.tflite` file (benchmarks/tflite.py).
+
+  Args:
+    model: a built spinenet RetinaNet (float32, static input size).
+
+  Returns:
+    A concrete function returning `{RAW_BOX_DELTAS: [1, A, 4],
+    RAW_CLASS_LOGITS: [1, A, K]}`.
+  """
+  input_size = export_module.network_input_size(model)
+  if input_size is None:
+    raise ValueError(f'{model.name} was built for any input size; TFLite needs a '
+                     'static one.')
+  spec = tf.TensorSpec([1, *input_size, 3], tf.float32)
+  network = inference_graph.freeze(lambda x: model(x, training=False), [spec])
+  levels = [str(l) for l in range(model.min_level, model.max_level + 1)]
+  num_classes = int(model.head.get_config()['num_classes'])
+
+  def raw(images):
+    outputs = network(tflite_runtime.normalize(images))
+    return {RAW_BOX_DELTAS: _flatten_levels(outputs['box_outputs'], levels, 4),
+            RAW_CLASS_LOGITS: _flatten_levels(outputs['cls_outputs'], levels, num_classes)}
+
+  return tf.function(raw, input_signature=[tf.TensorSpec([1, *input_size, 3], tf.float32,
+                                                         name=INPUT_NAME)],
+                     autograph=False).get_concrete_function()
+
+
+def per_class_detections(deltas, logits, anchors, input_size, detection_config):
+  """The SavedModel's post-processing (`ops.postprocess`) from TFLite builtins.
+
+  The same steps as `postprocess.generate_detections` on one image: the best
+  `pre_nms_top_k` (anchor, class) pairs over all reported classes (flat
+  order anchor-major, so ties go to the lower anchor, then class), decoded
+  and clipped to the input, then greedy NMS within each class in one
+  `NON_MAX_SUPPRESSION_V5`: each class's boxes are shifted to their own
+  region of the plane (class * (max(H, W) + 1)), so boxes of different
+  classes never overlap; scores at most `score_threshold` are dropped by the
+  NMS. Every op is a TFLite builtin (TOPK_V2, GATHER, EXP, ...,
+  NON_MAX_SUPPRESSION_V5) with static shapes.
+
+  Args:
+    deltas: float32 `[1, N, 4]` dy, dx, dh, dw.
+    logits: float32 `[1, N, K]`, class 0 the background (never reported).
+    anchors: float32 numpy `[N, 4]` ymin, xmin, ymax, xmax in input pixels.
+    input_size: `(H, W)`.
+    detection_config: `retinanet.DetectionConfig`.
+
+  Returns:
+    The four outputs of the TFLite detection convention: boxes float32
+    `[1, M, 4]` (ymin, xmin, ymax, xmax normalized to `H, W`), label indices
+    float32 `[1, M]` (class index - 1), scores float32 `[1, M]` descending,
+    count float32 `[1]`; `M = max_detections`, rows past the count are 0.
+  """
+  c = detection_config
+  num_anchors, num_classes = int(logits.shape[1]), int(logits.shape[2])
+  reported = num_classes - 1
+  height, width = float(input_size[0]), float(input_size[1])
+  # [N * (K - 1)], anchor-major: the flat order of the SavedModel's top-k.
+  flat = tf.reshape(logits[0, :, 1:], [num_anchors * reported])
+  k = min(c.pre_nms_top_k, num_anchors * reported)
+  top_logits, index = tf.math.top_k(flat, k=k, sorted=True)
+  anchor_index = tf.math.floordiv(index, reported)
+  labels = index - anchor_index * reported
+  boxes = box_ops.decode_boxes(tf.gather(deltas[0], anchor_index),
+                               tf.gather(tf.constant(anchors, tf.float32), anchor_index))
+  boxes = box_ops.clip_boxes(boxes, [height, width])
+  scores = tf.sigmoid(top_logits)
+  extent = max(height, width) + 1.0
+  shifted = boxes + tf.cast(labels, tf.float32)[:, tf.newaxis] * extent
+  selected, _, count = tf.raw_ops.NonMaxSuppressionV5(
+      boxes=shifted, scores=scores, max_output_size=c.max_detections,
+      iou_threshold=c.nms_iou_threshold, score_threshold=c.score_threshold,
+      soft_nms_sigma=0.0, pad_to_max_output_size=True)
+  valid = tf.cast(tf.range(c.max_detections) < count, tf.float32)
+  scale = tf.constant([height, width, height, width], tf.float32)
+  out_boxes = tf.gather(boxes, selected) / scale * valid[:, tf.newaxis]
+  out_labels = tf.cast(tf.gather(labels, selected), tf.float32) * valid
+  out_scores = tf.gather(scores, selected) * valid
+  return (out_boxes[tf.newaxis], out_labels[tf.newaxis], out_scores[tf.newaxis],
+          tf.reshape(tf.cast(count, tf.float32), [1]))
 
 
 # === Calibration ===
@@ -339,13 +460,26 @@ def representative_dataset(images: Iterable[np.ndarray], input_size, task: str,
 
 # === Conversion ===
 def convert(concrete, quantization: str = 'none',
-            representative: Optional[Callable] = None) -> bytes:
+            representative: Optional[Callable] = None,
+            float_scope: Optional[str] = POSTPROCESS_SCOPE,
+            float_ops: Sequence[str] = ()) -> bytes:
   """Runs `tf.lite.TFLiteConverter` on a concrete function.
+
+  The function is saved as a SavedModel with one signature (`SIGNATURE_KEY`)
+  and converted from it (the converter's own saving of a concrete function
+  fails on graphs with custom gradients, e.g. swish, and then drops the
+  signature). int8: the model is calibrated, then quantized with every op
+  whose output lies under the name scope `float_scope` left in float32
+  (the detection post-processing: box decoding and NMS need more than 256
+  levels), so the network is integer and the post-processing float.
 
   Args:
     concrete: from `tflite_function`.
     quantization: one of `QUANTIZATIONS`.
     representative: int8: the `representative_dataset` callable.
+    float_scope: int8: name scope kept float (None: quantize every op that
+      has an integer kernel).
+    float_ops: int8: builtin op names kept float (`TFLiteOptions.int8_float_ops`).
 
   Returns:
     The flatbuffer bytes.
@@ -354,26 +488,72 @@ def convert(concrete, quantization: str = 'none',
     ValueError: int8 without calibration data, or the converter refused the
       graph (its message included).
   """
-  converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], tf.Module())
-  if quantization == 'float16':
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.target_spec.supported_types = [tf.float16]
-  elif quantization == 'int8':
-    if representative is None:
-      raise ValueError('int8 quantization needs representative images for '
-                       'calibration (the training records).')
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-  elif quantization != 'none':
+  if quantization not in QUANTIZATIONS:
     raise ValueError(f'`quantization` must be one of {QUANTIZATIONS}. Received: '
                      f'{quantization!r}')
-  try:
-    return converter.convert()
-  except Exception as e:  # ConverterError and friends: one clear message.
-    raise ValueError(f'The TFLite converter refused the model ({quantization}): '
-                     f'{str(e)[:2000]}') from None
+  if quantization == 'int8' and representative is None:
+    raise ValueError('int8 quantization needs representative images for '
+                     'calibration (the training records).')
+  with tempfile.TemporaryDirectory() as saved_dir:
+    tf.saved_model.save(tf.Module(), saved_dir, signatures={SIGNATURE_KEY: concrete},
+                        options=tf.saved_model.SaveOptions(
+                            experimental_custom_gradients=False))
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_dir,
+                                                         signature_keys=[SIGNATURE_KEY])
+    if quantization == 'float16':
+      converter.optimizations = [tf.lite.Optimize.DEFAULT]
+      converter.target_spec.supported_types = [tf.float16]
+    elif quantization == 'int8':
+      converter.optimizations = [tf.lite.Optimize.DEFAULT]
+      converter.representative_dataset = representative
+      # Integer builtins for the network; float builtins for what stays float.
+      converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                             tf.lite.OpsSet.TFLITE_BUILTINS]
+      converter.inference_input_type = tf.uint8
+      converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+    try:
+      model_bytes = converter.convert()
+      if quantization == 'int8':
+        model_bytes = _quantize_calibrated(model_bytes, float_scope, float_ops)
+    except ValueError:
+      raise
+    except Exception as e:  # ConverterError and friends: one clear message.
+      raise ValueError(f'The TFLite converter refused the model ({quantization}): '
+                       f'{str(e)[:2000]}') from None
+  return model_bytes
+
+
+def _quantize_calibrated(calibrated: bytes, float_scope: Optional[str],
+                         float_ops: Sequence[str] = ()) -> bytes:
+  """Full-integer quantization of a calibrated model, `float_scope` left float.
+
+  Args:
+    calibrated: the converter's output with `_experimental_calibrate_only`.
+    float_scope: ops whose output tensor names contain `float_scope + '/'`
+      are denylisted (kept float32); None quantizes everything.
+    float_ops: builtin op names (e.g. 'HARD_SWISH') kept float32.
+
+  Returns:
+    The quantized flatbuffer: uint8 input, float32 outputs.
+  """
+  from tensorflow.lite.python import convert as convert_lib  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
+  denylisted = []
+  if float_scope:
+    model = flatbuffer_utils.read_model_from_bytearray(calibrated)
+    for subgraph in model.subgraphs:
+      for op in subgraph.operators:
+        for i in op.outputs:
+          name = _text(subgraph.tensors[i].name)
+          if f'{float_scope}/' in name:
+            denylisted.append(name)
+  from tensorflow.lite.python import util as util_lib  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
+  quantized = convert_lib.mlir_quantize(
+      calibrated, disable_per_channel=False, fully_quantize=False,
+      denylisted_ops=list(float_ops) or None, denylisted_nodes=denylisted or None)
+  # Float input and outputs around the integer body; the input becomes uint8
+  # (the int8 zero point + 128) as the converter itself does for
+  # `inference_input_type = tf.uint8`.
+  return util_lib.modify_model_io_type(quantized, tf.uint8, tf.float32)
 
 
 def finalize_flatbuffer(model_bytes: bytes, output_names: Sequence[str],
@@ -484,7 +664,8 @@ def export_tflite(model_fn: Callable, export_dir: str, *,
   if options.quantization == 'int8':
     representative = representative_dataset(calibration_images, input_size, task,
                                             options.calibration_images)
-  model_bytes = convert(concrete, options.quantization, representative)
+  model_bytes = convert(concrete, options.quantization, representative,
+                        float_ops=options.int8_float_ops)
   dtype, scale, zero_point = input_quantization(model_bytes)
   if options.quantization == 'int8' and (abs(scale - 1.0) > 1e-3 or zero_point != 0):
     logging.warning('int8 input quantization is scale %g, zero point %d (expected 1 '
@@ -493,12 +674,14 @@ def export_tflite(model_fn: Callable, export_dir: str, *,
               input_name=INPUT_NAME, input_dtype=dtype,
               input_quantization=[scale, zero_point], pad_pixel=list(PAD_PIXEL),
               quantization=options.quantization, outputs=list(output_names),
+              int8_float_ops=(list(options.int8_float_ops)
+                              if options.quantization == 'int8' else []),
               num_classes=num_classes, class_to_category=[int(c) for c in categories],
               category_names={str(k): v for k, v in names.items()},
               checkpoint=restored, spinenet_version=spinenet.__version__)
   if task == 'detection':
     info.update(detection_config=dataclasses.asdict(model.detection_config),
-                use_regular_nms=options.use_regular_nms, label_offset=1,
+                nms=options.nms, label_offset=1,
                 boxes='normalized ymin, xmin, ymax, xmax of the input')
   else:
     info.update(center_crop_fraction=preprocessing.CENTER_CROP_FRACTION)

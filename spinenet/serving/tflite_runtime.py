@@ -100,6 +100,16 @@ def make_interpreter(model, num_threads: int = 2, use_xnnpack: bool = True):
   return interpreter
 
 
+def delegate_partitions(interpreter) -> int:
+  """Delegate kernels (XNNPACK partitions) in an allocated interpreter's graph.
+
+  1 means the delegate runs the whole graph (or one piece of it); each op
+  the delegate does not support (e.g. a builtin kernel between delegated
+  ops) splits the graph further. 0: no delegate applied.
+  """
+  return sum(op['op_name'] == 'DELEGATE' for op in interpreter._get_ops_details())  # pylint: disable=protected-access
+
+
 def read_metadata(model_bytes: bytes) -> dict:
   """The JSON description embedded by `tflite_export` (raises if absent)."""
   model = schema.Model.GetRootAs(model_bytes, 0)
