@@ -334,6 +334,7 @@ def initialize_from_checkpoint(model, checkpoint: str, parts: str = 'all',
         '`spinenet-convert` output hold one; convert Model Garden or TF1 '
         'checkpoints with `spinenet-convert` first (docs/convert.md).')
   selected = _PART_GROUPS[parts]
+  _check_anchor_order(model, prefix, selected)
   groups = variable_groups(model)
   pairs = _pair_variables(model, graph, model_node)
   report = InitReport(prefix, parts)
@@ -411,6 +412,34 @@ def initialize_from_checkpoint(model, checkpoint: str, parts: str = 'all',
     reinitialize(_class_predictor_layers(model))
   report.log()
   return report
+
+
+def _check_anchor_order(model, prefix, selected):
+  """Refuses predictors whose anchor order differs from the checkpoint's.
+
+  The predictors' output channels are anchor-major: restored into a model
+  whose aspect ratios come in another order (the authors' TF1 checkpoints
+  use 1, 2, 0.5; ours default to 0.5, 1, 2), every channel would predict for
+  another anchor with the same shapes. `spinenet-convert` records the order
+  in `conversion.json` beside the checkpoint.
+  """
+  if not selected & {CLASS_PREDICTOR, BOX_PREDICTOR}:
+    return
+  anchors = getattr(model, 'anchor_config', None)
+  record = os.path.join(os.path.dirname(prefix), 'conversion.json')
+  if anchors is None or not tf.io.gfile.exists(record):
+    return
+  with tf.io.gfile.GFile(record) as f:
+    theirs = json.load(f).get('build_args', {}).get('aspect_ratios')
+  ours = tuple(float(r) for r in anchors.aspect_ratios)
+  if theirs is not None and tuple(float(r) for r in theirs) != ours:
+    raise InitializationError(
+        f'init_checkpoint={prefix!r}: its predictors are for aspect ratios in '
+        f'the order {tuple(theirs)} ({record}), the model has {ours}; the '
+        'outputs would go to the wrong anchors. Build the model with '
+        f'aspect_ratios={tuple(theirs)} (build_retinanet.aspect_ratios), or '
+        "restore without the predictors (init_checkpoint_parts = "
+        "'backbone_and_head_towers').")
 
 
 def _group_problems(problems):

@@ -171,6 +171,22 @@ class InitializationTest(tf.test.TestCase):
                                 r"holds no `model` .*\['net'"):
       initialization.initialize_from_checkpoint(model, other)
 
+  def test_predictors_of_another_anchor_order_are_refused(self):
+    directory = os.path.join(self.root, 'reordered')
+    prefix = tf.train.Checkpoint(model=self.source).write(os.path.join(directory, 'ckpt-0'))
+    import json  # pylint: disable=g-import-not-at-top
+    with open(os.path.join(directory, 'conversion.json'), 'w') as f:
+      json.dump({'build_args': {'aspect_ratios': [1.0, 2.0, 0.5]}}, f)
+    with self.assertRaisesRegex(initialization.InitializationError,
+                                r'order \(1.0, 2.0, 0.5\).*\(0.5, 1.0, 2.0\)'):
+      initialization.initialize_from_checkpoint(self._target(), prefix, 'all')
+    model = self._target()
+    initialization.initialize_from_checkpoint(model, prefix, 'backbone_and_head_towers')
+    self._assert_restored(model.backbone.variables, self.source.backbone.variables)
+    same = self._target(aspect_ratios=(1.0, 2.0, 0.5))
+    initialization.initialize_from_checkpoint(same, prefix, 'all')
+    self._assert_restored(same.variables, self.source.variables)
+
   def test_report_json_lists_every_variable(self):
     model = self._target(num_classes=3)
     report = initialization.initialize_from_checkpoint(model, self.ckpt, 'all')
