@@ -3,26 +3,40 @@ r"""TFLite exports of the mobile demo model: COCO AP and latency per variant, vs
 Trains (or loads, `--checkpoint`) Mobile SpineNet-49S RetinaNet on the
 built-in shapes dataset with experiments/demo_mobile_cpu.gin, exports it as a
 SavedModel and as float32, float16 and int8 `.tflite` files
-(`spinenet-export --format=tflite`; int8 calibrated on training records),
-and reports for each file:
+(`spinenet-export --format=tflite`; per-class NMS from TFLite builtins; int8
+calibrated on training records), and reports for each file:
 
 * COCO box AP on the built-in validation split (what `spinenet-predict`
   answers: the file's NMS, boxes mapped to the image), next to the
   SavedModel's AP;
 * latency per image of the TFLite interpreter (XNNPACK, `--threads` threads,
-  batch 1, the recipe's 256 px input), the invoke only, median of
-  `--iters` calls interleaved round by round with the Model Garden's float
-  TFLite export of the same mobile id (its RetinaNet with the SpineNetMobile
-  backbone, `nms_version='tflite'` with the same NMS values, converted by its
-  `export_tflite_lib.convert_tflite_model`), built in the same run.
+  batch 1, the recipe's 256 px input), the invoke only, median of `--iters`
+  calls interleaved round by round over every file, and the number of
+  XNNPACK partitions of each file (1 = the delegate runs the network in one
+  piece).
 
-The Model Garden's model is untrained (random weights): its latency is the
-network's plus an NMS with few candidates; ours is trained on the shapes
-(a few dozen candidates). The NMS share of either is small (see docs/tflite.md).
+Against the Model Garden in the same run: its RetinaNet with the
+SpineNetMobile backbone of the same id (`retinanet_mobile_coco`: separable
+head, hard swish, SE) built by its task factory with random, non-constant
+weights (random batch-norm statistics), converted from a `tf.function` with
+a real `[1, 256, 256, 3]` input signature through a SavedModel (as its
+`export_tflite_lib` does). Two pairs of float32 files, both checked to hold
+the full network (size in MB, conv count) before timing:
+
+* raw network, like for like: normalization, network, levels flattened
+  (`raw_box_deltas`, `raw_class_logits`), ours vs theirs
+  (`ms_float_raw`, `mg_ms_float_raw`, `ratio_float`);
+* end to end: ours (the float file users get: per-class NMS from builtins)
+  vs theirs with its TFLite post-processing (`TFLite_Detection_PostProcess`,
+  per-class, same thresholds) (`ms_float`, `mg_ms_float`,
+  `ratio_end_to_end`). Their untrained network scores few boxes above the
+  threshold, ours dozens: the NMS share differs.
 
 The last line is JSON: `ap_float`, `ap_float16`, `ap_int8`, `ap_saved_model`,
-`ms_float`, `ms_float16`, `ms_int8`, `mg_ms_float`, `ratio_float` (ours /
-Model Garden), the goals (`goals`) and `env`.
+`ms_float`, `ms_float16`, `ms_int8`, `ms_float_raw`, `mg_ms_float`,
+`mg_ms_float_raw`, `ratio_float` (raw network, ours / Model Garden),
+`ratio_end_to_end`, `xnnpack_partitions`, `size_mb`, the goals (`goals`) and
+`env` (with the load average).
 
 Usage (from the repository root):
   .venv/bin/python -m benchmarks.tflite [--work_dir=/tmp/tflite_bench] \
@@ -100,13 +114,35 @@ def evaluate_tflite(path, image_dir, annotation_json, threads=2):
   return evaluator.result()
 
 
+def _randomize_batch_norms(model, seed=0):
+  """Random batch-norm statistics (in place): no layer folds to an identity."""
+  rng = np.random.default_rng(seed)
+  for layer in model.submodules:
+    if isinstance(layer, tf.keras.layers.BatchNormalization) or (
+        type(layer).__name__.endswith('BatchNormalization')):
+      for weight, (low, high) in zip(
+          (layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance),
+          ((0.5, 1.5), (-0.2, 0.2), (-0.2, 0.2), (0.5, 2.0))):
+        if weight is not None:
+          weight.assign(rng.uniform(low, high, weight.shape).astype(np.float32))
+
+
+def _flat(outputs, last_dim):
+  levels = sorted(outputs, key=int)
+  return tf.concat([tf.reshape(outputs[l], [1, -1, last_dim]) for l in levels], 1)
+
+
 def model_garden_tflite(work_dir):
-  """The Model Garden's float TFLite export of RetinaNet + SpineNetMobile-49S."""
-  from official.vision.serving import detection  # pylint: disable=g-import-not-at-top
-  from official.vision.serving import export_tflite_lib  # pylint: disable=g-import-not-at-top
-  path = os.path.join(work_dir, 'model_garden_float32.tflite')
-  if os.path.exists(path):
-    return path
+  """The Model Garden's float TFLite files of RetinaNet + SpineNetMobile-49S.
+
+  Returns:
+    `{'raw': path, 'end_to_end': path}`.
+  """
+  from official.core import task_factory  # pylint: disable=g-import-not-at-top
+  paths = {kind: os.path.join(work_dir, f'model_garden_{kind}_float32.tflite')
+           for kind in ('raw', 'end_to_end')}
+  if all(os.path.exists(p) for p in paths.values()):
+    return paths
   start = time.monotonic()
   params = _model_garden.make_mg_params(MODEL_ID, INPUT_SIZE, NUM_CLASSES)
   params.override({'task': {'model': {'detection_generator': {
@@ -116,16 +152,54 @@ def model_garden_tflite(work_dir):
           'use_regular_nms': True, 'nms_score_threshold': 0.05,
           'nms_iou_threshold': 0.5, 'detections_per_class': 100,
           'normalize_anchor_coordinates': True}}}}}, is_strict=True)
-  module = detection.DetectionModule(params, batch_size=1,
-                                     input_image_size=[INPUT_SIZE, INPUT_SIZE],
-                                     input_type='tflite')
-  concrete = module.inference_for_tflite.get_concrete_function(
-      tf.TensorSpec([1, INPUT_SIZE, INPUT_SIZE, 3], tf.float32))
-  data = export_tflite_lib.convert_tflite_model(concrete_function=concrete)
+  model = task_factory.get_task(params.task).build_model()
+  model(tf.zeros([1, INPUT_SIZE, INPUT_SIZE, 3]), training=False)
+  _randomize_batch_norms(model)
+  raw_fn = _model_garden.mg_raw_fn(model)
+  spec = tf.TensorSpec([1, INPUT_SIZE, INPUT_SIZE, 3], tf.float32, name='images')
+
+  def raw(images):
+    class_logits, box_deltas = raw_fn(tflite_runtime.normalize(images))
+    return {'raw_box_deltas': _flat(box_deltas, 4),
+            'raw_class_logits': _flat(class_logits, NUM_CLASSES)}
+
+  def end_to_end(images):
+    outputs = model(tflite_runtime.normalize(images), training=False)
+    return {k: outputs[k] for k in ('detection_boxes', 'detection_classes',
+                                    'detection_scores', 'num_detections')}
+
+  for kind, fn in (('raw', raw), ('end_to_end', end_to_end)):
+    concrete = tf.function(fn, input_signature=[spec], autograph=False).get_concrete_function()
+    data = tflite_export.convert(concrete, 'none', trackable=model)
+    with open(paths[kind], 'wb') as f:
+      f.write(data)
+  logging.info('Model Garden TFLite exports in %.0f s', time.monotonic() - start)
+  return paths
+
+
+def our_raw_tflite(work_dir, params, checkpoint):
+  """Our float TFLite file of the network alone (no post-processing)."""
+  from spinenet.serving import export_lib  # pylint: disable=g-import-not-at-top
+  path = os.path.join(work_dir, 'tflite', 'raw_float32.tflite')
+  task, _, _ = config.load_experiment([GIN_FILE], params)
+  model = export_lib.build_model(task.build_model, 'float32')
+  export_lib.restore_weights(model, checkpoint)
+  data = tflite_export.convert(tflite_export.raw_network_function(model), 'none')
   with open(path, 'wb') as f:
     f.write(data)
-  logging.info('Model Garden TFLite export in %.0f s', time.monotonic() - start)
   return path
+
+
+def check_full_network(path, min_mb=1.0, min_convs=50):
+  """Refuses a file that lost its network (e.g. outputs constant-folded)."""
+  size_mb = os.path.getsize(path) / 2**20
+  interpreter = tflite_runtime.make_interpreter(path, 1, use_xnnpack=False)
+  convs = sum(op['op_name'] in ('CONV_2D', 'DEPTHWISE_CONV_2D')
+              for op in interpreter._get_ops_details())  # pylint: disable=protected-access
+  if size_mb < min_mb or convs < min_convs:
+    raise ValueError(f'{path}: {size_mb:.3f} MB, {convs} convolutions: not the full '
+                     'network (constant-folded?); refusing to time it.')
+  return {'size_mb': round(size_mb, 2), 'convs': convs}
 
 
 def time_interpreters(interpreters, inputs, iters, warmup=3):
@@ -165,39 +239,55 @@ def main(argv):
                              strategy='one_device')
   saved = config.export_from_config([GIN_FILE], params, os.path.join(work, 'saved_model'),
                                     checkpoint=checkpoint)
-  ap_saved = _saved_model_eval.evaluate_saved_model(saved.path, data['val_images'],
-                                                    data['val_json'])['AP']
-  paths, sizes, ap = {}, {}, {}
+  saved_metrics = _saved_model_eval.evaluate_saved_model(saved.path, data['val_images'],
+                                                         data['val_json'])
+  ap_saved = saved_metrics['AP']
+  paths, ap, ap50 = {}, {}, {'saved_model': saved_metrics['AP50']}
   for variant, quantization in VARIANTS.items():
     result = config.export_tflite_from_config(
         [GIN_FILE], params, os.path.join(work, 'tflite'), checkpoint=checkpoint,
         options=tflite_export.TFLiteOptions(
             quantization=quantization, calibration_images=_CALIBRATION_IMAGES.value))
-    paths[variant], sizes[variant] = result.path, os.path.getsize(result.path)
-    ap[variant] = evaluate_tflite(result.path, data['val_images'], data['val_json'],
-                                  _THREADS.value)['AP']
+    paths[variant] = result.path
+    metrics = evaluate_tflite(result.path, data['val_images'], data['val_json'],
+                              _THREADS.value)
+    ap[variant], ap50[variant] = metrics['AP'], metrics['AP50']
     logging.info('%s: AP %.4f (SavedModel %.4f)', variant, ap[variant], ap_saved)
-  mg_path = model_garden_tflite(work)
+  files = {v: p for v, p in paths.items()}
+  files['float_raw'] = our_raw_tflite(work, params, checkpoint)
+  mg_paths = model_garden_tflite(work)
+  files['mg_float'] = mg_paths['end_to_end']
+  files['mg_float_raw'] = mg_paths['raw']
+  shapes = {name: check_full_network(path) for name, path in files.items()}
+  logging.info('files: %s', shapes)
 
   # Latency: one validation image, prepared as the predictor prepares it.
   with open(demo_lib.busiest_image(data['val_json'], data['val_images']), 'rb') as f:
     image = tf.io.decode_image(f.read(), channels=3).numpy()
   pixels, _, _ = tflite_runtime.prepare_pixels(image, (INPUT_SIZE, INPUT_SIZE), 'detection')
-  models = {v: tflite_runtime.TFLiteModel(p, num_threads=_THREADS.value)
-            for v, p in paths.items()}
-  interpreters = {v: m.interpreter for v, m in models.items()}
-  inputs = {v: m.quantize_input(pixels) for v, m in models.items()}
-  interpreters['model_garden'] = tflite_runtime.make_interpreter(mg_path, _THREADS.value)
-  inputs['model_garden'] = tflite_runtime.normalize(tf.constant(pixels)).numpy()
+  interpreters, inputs = {}, {}
+  for name, path in files.items():
+    interpreter = tflite_runtime.make_interpreter(path, _THREADS.value)
+    detail = interpreter.get_input_details()[0]
+    if np.dtype(detail['dtype']).kind == 'f':
+      inputs[name] = pixels.astype(np.float32)
+    else:
+      inputs[name] = tflite_runtime.TFLiteModel(path, 1).quantize_input(pixels)
+    interpreters[name] = interpreter
+  partitions = {n: tflite_runtime.delegate_partitions(i) for n, i in interpreters.items()}
   ms = time_interpreters(interpreters, inputs, _ITERS.value)
 
   report = {
       'ap_float': round(ap['float'], 4), 'ap_float16': round(ap['float16'], 4),
       'ap_int8': round(ap['int8'], 4), 'ap_saved_model': round(ap_saved, 4),
+      'ap50': {k: round(v, 4) for k, v in ap50.items()},
       'ms_float': round(ms['float'], 2), 'ms_float16': round(ms['float16'], 2),
-      'ms_int8': round(ms['int8'], 2), 'mg_ms_float': round(ms['model_garden'], 2),
-      'ratio_float': round(ms['float'] / ms['model_garden'], 3),
-      'size_bytes': sizes, 'mg_size_bytes': os.path.getsize(mg_path),
+      'ms_int8': round(ms['int8'], 2), 'ms_float_raw': round(ms['float_raw'], 2),
+      'mg_ms_float': round(ms['mg_float'], 2),
+      'mg_ms_float_raw': round(ms['mg_float_raw'], 2),
+      'ratio_float': round(ms['float_raw'] / ms['mg_float_raw'], 3),
+      'ratio_end_to_end': round(ms['float'] / ms['mg_float'], 3),
+      'xnnpack_partitions': partitions, 'files': shapes,
       'model': MODEL_ID, 'input_size': INPUT_SIZE, 'threads': _THREADS.value,
       'iters': _ITERS.value, 'checkpoint': checkpoint,
   }
@@ -211,11 +301,14 @@ def main(argv):
   }
   report['minutes'] = round((time.monotonic() - start) / 60, 1)
   report['env'] = _machine.env_summary()
-  for variant in VARIANTS:
-    print(f'{variant:8s} AP {ap[variant]:.4f}  {ms[variant]:7.2f} ms  '
-          f'{sizes[variant] / 2**20:.2f} MB')
-  print(f'SavedModel AP {ap_saved:.4f}; Model Garden float {ms["model_garden"]:.2f} ms '
-        f'(ratio ours/MG {report["ratio_float"]:.3f})')
+  for name in files:
+    line = f'{name:13s} {ms[name]:7.2f} ms  {shapes[name]["size_mb"]:5.2f} MB  ' + \
+        f'{partitions[name]} XNNPACK partition(s)'
+    if name in ap:
+      line += f'  AP {ap[name]:.4f}  AP50 {ap50[name]:.4f}'
+    print(line)
+  print(f'SavedModel AP {ap_saved:.4f}; ratio ours/MG raw network '
+        f'{report["ratio_float"]:.3f}, end to end {report["ratio_end_to_end"]:.3f}')
   print(json.dumps(report))
 
 

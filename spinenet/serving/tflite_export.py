@@ -378,6 +378,18 @@ def per_class_detections(deltas, logits, anchors, input_size, detection_config):
   scores = tf.sigmoid(top_logits)
   extent = max(height, width) + 1.0
   shifted = boxes + tf.cast(labels, tf.float32)[:, tf.newaxis] * extent
+  # Zero-area boxes (clipped to nothing at the border): TF's NMS gives them
+  # IoU 0 with everything and keeps each once. TFLite's NMS drops a selected
+  # box from its queue only through its IoU of 1 with itself, so it selects a
+  # zero-area box again and again (100 copies of one box, measured). Each one
+  # is parked instead as a unit box of its own at negative y (disjoint from
+  # every other box: IoU 0 with all, 1 with itself); the outputs take the
+  # real boxes.
+  area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+  row = tf.range(k, dtype=tf.float32)
+  parked = tf.stack([-2.0 * row - 2.0, tf.fill([k], -1.0), -2.0 * row - 1.0,
+                     tf.zeros([k])], axis=1)
+  shifted = tf.where((area > 0.0)[:, tf.newaxis], shifted, parked)
   selected, _, count = tf.raw_ops.NonMaxSuppressionV5(
       boxes=shifted, scores=scores, max_output_size=c.max_detections,
       iou_threshold=c.nms_iou_threshold, score_threshold=c.score_threshold,
@@ -462,7 +474,7 @@ def representative_dataset(images: Iterable[np.ndarray], input_size, task: str,
 def convert(concrete, quantization: str = 'none',
             representative: Optional[Callable] = None,
             float_scope: Optional[str] = POSTPROCESS_SCOPE,
-            float_ops: Sequence[str] = ()) -> bytes:
+            float_ops: Sequence[str] = (), trackable=None) -> bytes:
   """Runs `tf.lite.TFLiteConverter` on a concrete function.
 
   The function is saved as a SavedModel with one signature (`SIGNATURE_KEY`)
@@ -480,6 +492,8 @@ def convert(concrete, quantization: str = 'none',
     float_scope: int8: name scope kept float (None: quantize every op that
       has an integer kernel).
     float_ops: int8: builtin op names kept float (`TFLiteOptions.int8_float_ops`).
+    trackable: what owns the variables `concrete` captures (e.g. the Keras
+      model), saved with it; None for frozen functions (`tflite_function`).
 
   Returns:
     The flatbuffer bytes.
@@ -495,7 +509,10 @@ def convert(concrete, quantization: str = 'none',
     raise ValueError('int8 quantization needs representative images for '
                      'calibration (the training records).')
   with tempfile.TemporaryDirectory() as saved_dir:
-    tf.saved_model.save(tf.Module(), saved_dir, signatures={SIGNATURE_KEY: concrete},
+    owner = tf.Module()
+    if trackable is not None:
+      owner.model = trackable
+    tf.saved_model.save(owner, saved_dir, signatures={SIGNATURE_KEY: concrete},
                         options=tf.saved_model.SaveOptions(
                             experimental_custom_gradients=False))
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_dir,

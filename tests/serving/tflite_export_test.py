@@ -22,6 +22,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from spinenet.modeling import registry
+from spinenet.modeling import retinanet
+from spinenet.ops import postprocess
 from spinenet.serving import export_lib
 from spinenet.serving import predict_lib
 from spinenet.serving import signatures as sig
@@ -253,6 +255,48 @@ class DetectionTFLiteTest(tf.test.TestCase):
       tflite_runtime.read_metadata(tflite_export.convert(
           tf.function(lambda x: {'y': x * 2.0}, input_signature=[
               tf.TensorSpec([1, 4], tf.float32)]).get_concrete_function()))
+
+
+class PerClassDetectionsTest(tf.test.TestCase):
+
+  def test_tflite_file_equals_generate_detections_with_zero_area_boxes(self):
+    # 400 anchors at 64 px, random deltas and logits; 60 anchors' boxes are
+    # thrown outside the input (zero area after clipping) with high scores:
+    # TFLite's NMS alone would repeat such a box (see per_class_detections).
+    rng = np.random.default_rng(3)
+    num, size = 400, (64.0, 64.0)
+    centers = rng.uniform(0, 64, [num, 2])
+    sizes = rng.uniform(4, 24, [num, 2])
+    anchors = np.concatenate([centers - sizes / 2, centers + sizes / 2], 1).astype(np.float32)
+    deltas = rng.normal(0, 0.3, [1, num, 4]).astype(np.float32)
+    deltas[0, :60, 0] = rng.choice([-30.0, 30.0], 60)  # far above / below
+    logits = rng.normal(-2.5, 1.5, [1, num, 5]).astype(np.float32)
+    logits[0, :60, 1:] += 3.0
+    config = retinanet.DetectionConfig()
+    fn = tf.function(
+        lambda d, l: dict(zip(tflite_export.DETECTION_OUTPUTS,
+                              tflite_export.per_class_detections(d, l, anchors, size, config))),
+        input_signature=[tf.TensorSpec([1, num, 4], tf.float32),
+                         tf.TensorSpec([1, num, 5], tf.float32)])
+    interpreter = tflite_runtime.make_interpreter(
+        tflite_export.convert(fn.get_concrete_function()), 1)
+    got = interpreter.get_signature_runner()(d=deltas, l=logits)
+    want = postprocess.generate_detections(
+        {'3': tf.constant(logits.reshape(1, num, 1, 5))},
+        {'3': tf.constant(deltas.reshape(1, num, 1, 4))},
+        {'3': tf.constant(anchors.reshape(num, 1, 4))}, tf.constant([size]))
+    count = int(want['num_detections'][0])
+    self.assertEqual(int(got[tflite_export.NUM_DETECTIONS][0]), count)
+    boxes = want['detection_boxes'][0, :count].numpy()
+    zero_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) <= 0
+    self.assertGreater(zero_area.sum(), 5)  # the case is exercised
+    self.assertGreater(count - zero_area.sum(), 10)
+    self.assertAllEqual(got[tflite_export.DETECTION_CLASSES][0, :count] + 1,
+                        want['detection_classes'][0, :count])
+    self.assertAllClose(got[tflite_export.DETECTION_SCORES][0, :count],
+                        want['detection_scores'][0, :count], atol=1e-5, rtol=0)
+    self.assertAllClose(got[tflite_export.DETECTION_BOXES][0, :count] * 64.0, boxes,
+                        atol=1e-3, rtol=0)
 
 
 class ClassifierTFLiteTest(tf.test.TestCase):
