@@ -84,6 +84,14 @@ def train_from_config(gin_files: Sequence[str], gin_params: Sequence[str] = (),
       on_built=on_built)
 
 
+def _task_records_and_label_map(gin_files, gin_params, label_map_path):
+  """The experiment's task, its [eval, train] file patterns and label map."""
+  task, _, _ = load_experiment(gin_files, gin_params)
+  patterns = [getattr(getattr(task, split, None), 'file_pattern', '')
+              for split in ('eval_data', 'train_data')]
+  return task, patterns, export_lib.label_map_for(label_map_path, patterns)
+
+
 def export_from_config(gin_files: Sequence[str], gin_params: Sequence[str],
                        export_dir: str, *, checkpoint: Optional[str],
                        version: Optional[int] = None,
@@ -100,10 +108,8 @@ def export_from_config(gin_files: Sequence[str], gin_params: Sequence[str],
     ConfigError: bad gin files or bindings.
     ValueError: see `export_lib.export_saved_model`.
   """
-  task, _, _ = load_experiment(gin_files, gin_params)
-  patterns = [getattr(getattr(task, split, None), 'file_pattern', '')
-              for split in ('eval_data', 'train_data')]
-  label_map = export_lib.label_map_for(label_map_path, patterns)
+  task, _, label_map = _task_records_and_label_map(
+      gin_files, gin_params, label_map_path)
   return export_lib.export_saved_model(
       task.build_model, export_dir, checkpoint=checkpoint, version=version,
       label_map=label_map, options=options)
@@ -125,10 +131,8 @@ def export_tflite_from_config(gin_files: Sequence[str], gin_params: Sequence[str
     ConfigError: bad gin files or bindings.
     ValueError: see `tflite_export.export_tflite`.
   """
-  task, _, _ = load_experiment(gin_files, gin_params)
-  patterns = [getattr(getattr(task, split, None), 'file_pattern', '')
-              for split in ('eval_data', 'train_data')]
-  label_map = export_lib.label_map_for(label_map_path, patterns)
+  task, patterns, label_map = _task_records_and_label_map(
+      gin_files, gin_params, label_map_path)
   images = None
   if options.quantization == 'int8':
     pattern = calibration_file_pattern or patterns[1]
