@@ -2,7 +2,7 @@ r"""Checks a detection dataset's boxes against a model's anchors.
 
 Usage:
   spinenet-check-anchors --gin_file=experiments/finetune_spinenet49_custom.gin \
-    --annotations_json=my_data/annotations/train.json
+    --coco_json=my_data/annotations/train.json
   spinenet-check-anchors --gin_file=experiments/demo_cpu.gin \
     --file_pattern='records/train-*.tfrecord'
   spinenet-check-anchors --gin_file=experiments/coco_spinenet49_tpu.gin \
@@ -34,8 +34,10 @@ from spinenet.data import tfds_source
 _GIN_FILE = flags.DEFINE_multi_string(
     'gin_file', [], 'Gin file(s) of the experiment (repeatable).')
 _GIN_PARAM = flags.DEFINE_multi_string('gin_param', [], 'Gin binding(s).')
-_ANNOTATIONS_JSON = flags.DEFINE_string('annotations_json', None,
-                                        'A COCO detection JSON to check.')
+# Not --annotations_json: absl flags are process-wide, and that name belongs
+# to spinenet-create-coco-tfrecord, imported beside this module by tests.
+_COCO_JSON = flags.DEFINE_string('coco_json', None,
+                                 'A COCO detection JSON to check.')
 _FILE_PATTERN = flags.DEFINE_string('file_pattern', None,
                                     'TFRecords to check (comma-separated globs).')
 _TFDS_NAME = flags.DEFINE_string('tfds_name', None,
@@ -98,7 +100,7 @@ def read_images(task, annotations_json=None, file_pattern=None, tfds_name=None,
     tfds_name, tfds_split = data.tfds_name or None, data.tfds_split
     tfds_data_dir = data.tfds_data_dir
     if not (file_pattern or tfds_name):
-      raise app.UsageError('No data: pass --annotations_json, --file_pattern or '
+      raise app.UsageError('No data: pass --coco_json, --file_pattern or '
                            '--tfds_name, or bind TRAIN_FILE_PATTERN.')
   if annotations_json:
     images = anchor_coverage.images_from_coco_json(annotations_json)
@@ -124,7 +126,7 @@ def main(argv):
     task = load_task(_GIN_FILE.value, _GIN_PARAM.value)
     task.build_model()
     images, source = read_images(
-        task, _ANNOTATIONS_JSON.value, _FILE_PATTERN.value, _TFDS_NAME.value,
+        task, _COCO_JSON.value, _FILE_PATTERN.value, _TFDS_NAME.value,
         _TFDS_SPLIT.value, _TFDS_DATA_DIR.value, _MAX_IMAGES.value)
   except (config.ConfigError, ValueError) as e:
     raise app.UsageError(str(e)) from None

@@ -58,3 +58,15 @@ def test_required_macros_get_placeholders_and_no_source_is_named():
   assert settings.input_size == (128, 128) and settings.match_threshold == 0.5
   with pytest.raises(app.UsageError, match='No data'):
     check_anchors.read_images(task)
+
+
+def test_imports_beside_the_other_cli_modules_the_tests_import():
+  # absl flags are process-wide: two CLI modules defining one flag name fail
+  # at import when a test worker imports both (the fresh-clone failure).
+  modules = ['check_anchors', 'create_coco_tfrecord', 'convert', 'demo_lib']
+  proc = subprocess.run(
+      [sys.executable, '-c',
+       ';'.join(f'import spinenet.cli.{m}' for m in modules)],
+      capture_output=True, text=True, check=False,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  assert proc.returncode == 0, proc.stderr[-2000:]
