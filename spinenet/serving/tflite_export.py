@@ -234,6 +234,17 @@ def _flatten_levels(outputs, levels, last_dim):
   return tf.concat([tf.reshape(outputs[l], [1, -1, last_dim]) for l in levels], axis=1)
 
 
+def _frozen_network(model):
+  """`(input_size, frozen network)` of `model` at its static input size, batch 1."""
+  input_size = export_module.network_input_size(model)
+  if input_size is None:
+    raise ValueError(f'{model.name} was built for any input size; TFLite needs a '
+                     'static one (e.g. build_retinanet.input_size = 384).')
+  spec = tf.TensorSpec([1, *input_size, 3], tf.float32)
+  return input_size, inference_graph.freeze(lambda x: model(x, training=False),
+                                            [spec])
+
+
 def tflite_function(model, options: TFLiteOptions = TFLiteOptions()):
   """The `tf.function` converted to TFLite: pixels `[1, H, W, 3]` -> outputs.
 
@@ -249,12 +260,7 @@ def tflite_function(model, options: TFLiteOptions = TFLiteOptions()):
     `(concrete function, output names in contract order)`.
   """
   task = export_lib._task_of(model)  # pylint: disable=protected-access
-  input_size = export_module.network_input_size(model)
-  if input_size is None:
-    raise ValueError(f'{model.name} was built for any input size; TFLite needs a '
-                     'static one (e.g. build_retinanet.input_size = 384).')
-  spec = tf.TensorSpec([1, *input_size, 3], tf.float32)
-  network = inference_graph.freeze(lambda x: model(x, training=False), [spec])
+  input_size, network = _frozen_network(model)
   input_spec = tf.TensorSpec([1, *input_size, 3], tf.float32, name=INPUT_NAME)
   if task == 'classification':
     names = (PROBABILITIES, LOGITS) if options.raw_outputs else (PROBABILITIES,)
@@ -322,12 +328,7 @@ def raw_network_function(model):
     A concrete function returning `{RAW_BOX_DELTAS: [1, A, 4],
     RAW_CLASS_LOGITS: [1, A, K]}`.
   """
-  input_size = export_module.network_input_size(model)
-  if input_size is None:
-    raise ValueError(f'{model.name} was built for any input size; TFLite needs a '
-                     'static one.')
-  spec = tf.TensorSpec([1, *input_size, 3], tf.float32)
-  network = inference_graph.freeze(lambda x: model(x, training=False), [spec])
+  input_size, network = _frozen_network(model)
   levels = [str(l) for l in range(model.min_level, model.max_level + 1)]
   num_classes = int(model.head.get_config()['num_classes'])
 
