@@ -32,11 +32,10 @@ import tensorflow as tf
 import tf_keras as keras
 
 from spinenet.modeling import registry
+from spinenet.training import object_graph
 
-from tensorflow.core.protobuf import trackable_object_graph_pb2  # pylint: disable=g-direct-tensorflow-import
 
 TASKS = ('retinanet', 'classification', 'backbone')
-_GRAPH_KEY = '_CHECKPOINTABLE_OBJECT_GRAPH'
 _BLOCK_ATTRS = {
     'bottleneck': {'_shortcut': 'shortcut_conv', '_norm0': 'shortcut_norm',
                    '_conv1': 'conv1', '_norm1': 'norm1', '_conv2': 'conv2',
@@ -73,51 +72,15 @@ class ConversionResult:
 # ====================== The Model Garden checkpoint ======================
 
 
-class _Graph:
-  """The checkpoint's object graph, with each variable's key, shape and name."""
-
-  def __init__(self, path):
-    self.reader = tf.train.load_checkpoint(path)
-    self.shapes = self.reader.get_variable_to_shape_map()
-    if _GRAPH_KEY not in self.shapes:
-      raise ConversionError(
-          f'--model_garden_checkpoint={path} is a name-based (TF1) checkpoint '
-          'without an object graph; expected a TF2 checkpoint written by the '
-          'Model Garden (tf.train.Checkpoint or Keras save_weights).')
-    self.proto = trackable_object_graph_pb2.TrackableObjectGraph()
-    self.proto.ParseFromString(self.reader.get_tensor(_GRAPH_KEY))
-    self.variable = {}  # node id -> (checkpoint key, full name)
-    for i, node in enumerate(self.proto.nodes):
-      for a in node.attributes:
-        if a.name == 'VARIABLE_VALUE':
-          self.variable[i] = (a.checkpoint_key, a.full_name.split(':')[0])
-
-  def children(self, node):
-    return {c.local_name: c.node_id for c in self.proto.nodes[node].children}
-
-  def walk(self, node, path):
-    for name in path:
-      node = self.children(node).get(name) if node is not None else None
-    return node
-
-  def key(self, node):
-    return self.variable[node][0]
-
-  def shape(self, node):
-    return tuple(self.shapes[self.key(node)])
-
-  def variables_under(self, node):
-    """`{variable node: path from node}` for every variable reachable from node."""
-    found, queue, seen = {}, collections.deque([(node, ())]), {node}
-    while queue:
-      n, path = queue.popleft()
-      if n in self.variable:
-        found[n] = path
-      for name, child in sorted(self.children(n).items()):
-        if child not in seen:
-          seen.add(child)
-          queue.append((child, path + (name,)))
-    return found
+def _read_graph(path):
+  """The checkpoint's `ObjectGraph`; a name-based one is refused by name."""
+  try:
+    return object_graph.ObjectGraph(path)
+  except object_graph.NameBasedCheckpointError:
+    raise ConversionError(
+        f'--model_garden_checkpoint={path} is a name-based (TF1) checkpoint '
+        'without an object graph; expected a TF2 checkpoint written by the '
+        'Model Garden (tf.train.Checkpoint or Keras save_weights).') from None
 
 
 # Model Garden block classes, by their Keras auto-name.
@@ -354,7 +317,7 @@ def _build(task, model_id, build_args):
 def _ignored_summary(graph, model_keys):
   counts = collections.Counter()
   for key in graph.shapes:
-    if key == _GRAPH_KEY or key in model_keys:
+    if key == object_graph.GRAPH_KEY or key in model_keys:
       continue
     group = 'optimizer slots' if '.OPTIMIZER_SLOT' in key else key.split('/')[0]
     counts[group] += 1
@@ -551,7 +514,7 @@ def convert(model_garden_checkpoint: str, model_id: str, task: str,
   model_id = _check_request(task, model_id)
   path = _checkpoint_prefix(model_garden_checkpoint)
   _check_output_dir(output_dir)
-  graph = _Graph(path)
+  graph = _read_graph(path)
   model_node, backbone_node = _locate_or_raise(graph, task, path)
 
   build_args = _build_args(graph, task, model_node, model_id, num_classes)

@@ -37,7 +37,8 @@ from typing import Dict, List, Optional, Tuple
 from absl import logging
 import tensorflow as tf
 
-from tensorflow.core.protobuf import trackable_object_graph_pb2  # pylint: disable=g-direct-tensorflow-import
+from spinenet.training import object_graph
+
 
 PARTS = ('all', 'backbone', 'backbone_and_head_towers')
 # Variable groups of a model, in report order.
@@ -49,7 +50,6 @@ _PART_GROUPS = {
     'backbone': frozenset({BACKBONE}),
     'backbone_and_head_towers': frozenset({BACKBONE, TOWERS}),
 }
-_GRAPH_KEY = '_CHECKPOINTABLE_OBJECT_GRAPH'
 # (variable attribute, initializer attribute) of Keras conv and dense layers.
 _INITIALIZED = (('kernel', 'kernel_initializer'), ('bias', 'bias_initializer'),
                 ('depthwise_kernel', 'depthwise_initializer'),
@@ -237,26 +237,15 @@ def resolve_checkpoint(path: str, where: str = 'init_checkpoint') -> str:
   return path
 
 
-class _CheckpointGraph:
-  """A checkpoint's object graph, variable keys and shapes."""
-
-  def __init__(self, prefix):
-    self.reader = tf.train.load_checkpoint(prefix)
-    self.shapes = self.reader.get_variable_to_shape_map()
-    if _GRAPH_KEY not in self.shapes:
-      raise InitializationError(
-          f'init_checkpoint={prefix!r} is a name-based (TF1) checkpoint without '
-          'an object graph. Convert it first: `spinenet-convert` (docs/convert.md).')
-    self.proto = trackable_object_graph_pb2.TrackableObjectGraph()
-    self.proto.ParseFromString(self.reader.get_tensor(_GRAPH_KEY))
-    self.key = {}  # node id -> checkpoint key of its value
-    for i, node in enumerate(self.proto.nodes):
-      for a in node.attributes:
-        if a.name == 'VARIABLE_VALUE':
-          self.key[i] = a.checkpoint_key
-
-  def children(self, node):
-    return {c.local_name: c.node_id for c in self.proto.nodes[node].children}
+def _read_graph(prefix):
+  """The checkpoint's `ObjectGraph`; a name-based one is refused by name."""
+  try:
+    return object_graph.ObjectGraph(prefix)
+  except object_graph.NameBasedCheckpointError:
+    raise InitializationError(
+        f'init_checkpoint={prefix!r} is a name-based (TF1) checkpoint without '
+        'an object graph. Convert it first: `spinenet-convert` (docs/convert.md).'
+    ) from None
 
 
 def _pair_variables(model, graph, model_node):
@@ -325,7 +314,7 @@ def initialize_from_checkpoint(model, checkpoint: str, parts: str = 'all',
     raise InitializationError(
         f'TrainerOptions.init_checkpoint_parts={parts!r} is not one of {PARTS}.')
   prefix = resolve_checkpoint(checkpoint)
-  graph = _CheckpointGraph(prefix)
+  graph = _read_graph(prefix)
   model_node = graph.children(0).get('model')
   if model_node is None:
     raise InitializationError(
@@ -350,11 +339,10 @@ def initialize_from_checkpoint(model, checkpoint: str, parts: str = 'all',
       if group not in selected:
         report.not_selected.setdefault(group, []).append(name)
         continue
-      if node is None or node not in graph.key:
+      if node is None or node not in graph.variable:
         problems.append((name, group, f'{v.shape.as_list()} not in the checkpoint'))
         continue
-      key = graph.key[node]
-      theirs = tuple(graph.shapes[key])
+      key, theirs = graph.key(node), graph.shape(node)
       rows.append((v, name, key, tuple(v.shape.as_list()), theirs))
     mismatched = [r for r in rows if r[3] != r[4]]
     if mismatched and group == CLASS_PREDICTOR:
@@ -372,8 +360,8 @@ def initialize_from_checkpoint(model, checkpoint: str, parts: str = 'all',
         assignments.append((v, key))
         report.restored.setdefault(group, []).append((name, key))
 
-  for node, key in sorted(graph.key.items()):
-    if node in used or key == _GRAPH_KEY:
+  for node, (key, _) in sorted(graph.variable.items()):
+    if node in used:
       continue
     reason = _skip_reason(key)
     if reason is None:
@@ -385,8 +373,8 @@ def initialize_from_checkpoint(model, checkpoint: str, parts: str = 'all',
     report.skipped.setdefault(reason, []).append(key)
   for group, names in report.not_selected.items():
     # Checkpoint variables of groups left out: skipped, with that reason.
-    keys = [graph.key[pairs[_var_id(v)]] for v in groups[group]
-            if _var_id(v) in pairs and pairs[_var_id(v)] in graph.key]
+    keys = [graph.key(pairs[_var_id(v)]) for v in groups[group]
+            if _var_id(v) in pairs and pairs[_var_id(v)] in graph.variable]
     if keys:
       report.skipped.setdefault(f'{group}: not in parts={parts!r}', []).extend(keys)
 

@@ -45,6 +45,7 @@ import tf_keras as keras
 
 from spinenet.modeling import registry
 from spinenet.training import checkpoint_converter
+from spinenet.training import object_graph
 
 ConversionError = checkpoint_converter.ConversionError
 ConversionResult = checkpoint_converter.ConversionResult
@@ -66,7 +67,6 @@ CLASSIFICATION_INPUT_SIZE = 224
 # default to (0.5, 1.0, 2.0)).
 TF1_ASPECT_RATIOS = (1.0, 2.0, 0.5)
 
-_GRAPH_KEY = '_CHECKPOINTABLE_OBJECT_GRAPH'
 _LAYER_NAME = re.compile(r'(.+?)(?:_(\d+))?')
 _STEP_IN_NAME = re.compile(r'-(\d+)\.index$')
 
@@ -106,7 +106,8 @@ def is_tf1_checkpoint(path: str, flag: str = '--checkpoint') -> bool:
   Raises:
     ConversionError: naming `flag`, when no checkpoint can be read there.
   """
-  return _GRAPH_KEY not in _reader(checkpoint_prefix(path), flag).get_variable_to_shape_map()
+  return object_graph.is_name_based(
+      _reader(checkpoint_prefix(path), flag).get_variable_to_shape_map())
 
 
 def _reader(prefix, flag):
@@ -140,7 +141,7 @@ class _Checkpoint:
   def read(cls, prefix, flag='--tf1_checkpoint'):
     reader = _reader(prefix, flag)
     shapes = {k: tuple(v) for k, v in reader.get_variable_to_shape_map().items()}
-    if _GRAPH_KEY in shapes:
+    if not object_graph.is_name_based(shapes):
       raise ConversionError(
           f'{flag}={prefix} is an object-based TF2 checkpoint (it has an object '
           'graph); convert it with --model_garden_checkpoint.')
