@@ -19,7 +19,7 @@ References are generated once into `--work_dir/<name>` (several minutes each
 on 2 cores) and reused while their size and overrides match.
 
 Usage:
-  .venv/bin/python -m benchmarks.tf1_parity --tf1_reference=../shared/tf1_reference \
+  .venv/bin/python -m benchmarks.tf1_parity --tf1_reference=path/to/tf1_reference \
       [--work_dir=/tmp/tf1_ref_out] [--configs=spinenet49_retinanet,...]
 
 Prints the table, then one JSON line: `worst_rel_diff` and an entry per
