@@ -18,6 +18,8 @@ from spinenet.modeling import batch_norm
 from spinenet.modeling import classifier
 from spinenet.modeling import heads
 from spinenet.modeling import layers
+from spinenet.modeling import maskrcnn
+from spinenet.modeling import maskrcnn_heads
 from spinenet.modeling import retinanet
 from spinenet.modeling import spinenet
 from spinenet.modeling import winograd_conv
@@ -40,6 +42,10 @@ _CLASSES = (
     winograd_conv.WinogradConv2D,
     retinanet.RetinaNet,
     classifier.Classifier,
+    maskrcnn_heads.RPNHead,
+    maskrcnn_heads.BoxHead,
+    maskrcnn_heads.MaskHead,
+    maskrcnn.MaskRCNN,
 )
 
 

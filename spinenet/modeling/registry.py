@@ -16,6 +16,8 @@ from typing import Any, Optional, Tuple
 from spinenet.modeling import block_specs
 from spinenet.modeling import classifier as classifier_lib
 from spinenet.modeling import heads
+from spinenet.modeling import maskrcnn as maskrcnn_lib
+from spinenet.modeling import maskrcnn_heads
 from spinenet.modeling import resnet_fpn
 from spinenet.modeling import retinanet as retinanet_lib
 from spinenet.modeling import spinenet as spinenet_lib
@@ -220,6 +222,112 @@ def build_retinanet(model_id, num_classes=91, input_size=None, *, head_convs=Non
   model.build((None, *size, 3))
   model(keras_zeros((1, *size, 3)), training=False)
   return model
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskRCNNSpec:
+  """Mask R-CNN recipe of a model id (heads, anchors, activation)."""
+  rpn_convs: int = 1
+  rpn_filters: int = 256
+  box_convs: int = 4
+  box_filters: int = 256
+  fc_dims: int = 1024
+  mask_convs: int = 4
+  mask_filters: int = 256
+  anchor_size: float = 3.0
+  activation: str = 'relu'
+
+
+# The authors' `spinenet{49s,49,96,143,190}_mrcnn.yaml` (the Model Garden's
+# `maskrcnn_spinenet_coco` is the '49' row): relu except 190, anchor size 3
+# except 190 (5), batch norm in every head. Ids without a Mask R-CNN recipe
+# (mobile, ResNet-FPN) use their RetinaNet head width and activation.
+MASKRCNN_SPECS = {
+    '49S': MaskRCNNSpec(rpn_filters=128, box_filters=128, fc_dims=512, mask_filters=128),
+    '49': MaskRCNNSpec(),
+    '96': MaskRCNNSpec(),
+    '143': MaskRCNNSpec(),
+    '190': MaskRCNNSpec(rpn_convs=7, rpn_filters=384, box_convs=7, box_filters=384,
+                        mask_convs=7, mask_filters=384, anchor_size=5.0,
+                        activation='swish'),
+}
+
+
+def get_maskrcnn_spec(model_id) -> MaskRCNNSpec:
+  """The Mask R-CNN recipe of `model_id` (derived from its spec if it has none)."""
+  model_id = resolve(model_id)
+  if model_id in MASKRCNN_SPECS:
+    return MASKRCNN_SPECS[model_id]
+  spec = MODELS[model_id]
+  return MaskRCNNSpec(rpn_filters=spec.head_filters, box_filters=spec.head_filters,
+                      mask_filters=spec.head_filters, anchor_size=spec.anchor_size,
+                      activation=spec.activation)
+
+
+_MASKRCNN_HEAD_ARGS = tuple(f.name for f in dataclasses.fields(MaskRCNNSpec))
+
+
+def build_maskrcnn(model_id, num_classes=91, input_size=None, *, num_scales=1,
+                   aspect_ratios=(0.5, 1.0, 2.0), proposal_config=None,
+                   roi_sampler_config=None, detection_config=None, **overrides):
+  """Builds Mask R-CNN on `model_id` with its recipe's heads and anchors.
+
+  Args:
+    model_id: model id (see `MODELS`).
+    num_classes: classes, background (index 0) included; 91 for COCO ids.
+    input_size: int or `(H, W)`; defaults to the id's input size.
+    num_scales, aspect_ratios: RPN anchors per location (recipe: 1 x 3).
+    proposal_config, roi_sampler_config, detection_config: the
+      `maskrcnn` dataclasses; recipe defaults when None.
+    **overrides: any `MaskRCNNSpec` field (rpn_convs, box_filters, fc_dims,
+      anchor_size, activation, ...) and any `build_backbone` argument. The
+      activation applies to backbone and heads alike.
+
+  Returns:
+    A built `maskrcnn.MaskRCNN`.
+  """
+  model_id = resolve(model_id)
+  head_overrides = {k: overrides.pop(k) for k in list(overrides)
+                    if k in _MASKRCNN_HEAD_ARGS}
+  recipe = dataclasses.replace(get_maskrcnn_spec(model_id), **head_overrides)
+  spec = MODELS[model_id]
+  input_size = input_size or spec.input_size
+  backbone_overrides = dict(overrides, activation=recipe.activation)
+  backbone = build_backbone(model_id, input_size, **backbone_overrides)
+  min_level = overrides.get('min_level', 3)
+  max_level = overrides.get('max_level', 7)
+  anchor_config = maskrcnn_lib.AnchorConfig(
+      num_scales=num_scales, aspect_ratios=tuple(aspect_ratios),
+      anchor_size=recipe.anchor_size)
+  norm = {k: v for k, v in spec.backbone_options if k in _NORM_ARGS}
+  norm.update({k: backbone_overrides[k] for k in _NORM_ARGS if k in backbone_overrides})
+  regularizer = overrides.get('kernel_regularizer')
+  rpn_head = maskrcnn_heads.RPNHead(
+      min_level, max_level, anchor_config.num_anchors, num_convs=recipe.rpn_convs,
+      num_filters=recipe.rpn_filters, kernel_regularizer=regularizer, name='rpn_head',
+      **norm)
+  box_head = maskrcnn_heads.BoxHead(
+      num_classes, num_convs=recipe.box_convs, num_filters=recipe.box_filters,
+      fc_dims=recipe.fc_dims, kernel_regularizer=regularizer, name='box_head', **norm)
+  mask_head = maskrcnn_heads.MaskHead(
+      num_classes, num_convs=recipe.mask_convs, num_filters=recipe.mask_filters,
+      kernel_regularizer=regularizer, name='mask_head', **norm)
+  model = maskrcnn_lib.MaskRCNN(
+      backbone, rpn_head, box_head, mask_head, min_level, max_level, anchor_config,
+      proposal_config or maskrcnn_lib.ProposalConfig(),
+      roi_sampler_config or maskrcnn_lib.ROISamplerConfig(),
+      detection_config or maskrcnn_lib.DetectionConfig(), name='maskrcnn')
+  size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+  model(maskrcnn_dummy_features(size), training=False)
+  return model
+
+
+def maskrcnn_dummy_features(size, batch=1):
+  """Inference features of zero images of `size` `(H, W)` (e.g. to build a model)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  info = tf.constant([[list(size), list(size), [1.0, 1.0], [0.0, 0.0]]], tf.float32)
+  return {'images': tf.zeros((batch, *size, 3)),
+          'image_info': tf.tile(info, [batch, 1, 1])}
 
 
 def build_classifier(model_id, num_classes=1000, input_size=224, *, dropout_rate=0.2,
