@@ -10,6 +10,7 @@ from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
 
+from spinenet.ops import mask_ops
 from spinenet.serving import preprocessing
 from spinenet.serving import signatures as sig
 
@@ -108,6 +109,9 @@ class _ExportModule(tf.Module):
 class DetectionExportModule(_ExportModule):
   """RetinaNet export: resize/pad/normalize, network, NMS, caller's pixels.
 
+  Rows past `num_detections` are zeros (names empty), whatever the network
+  left there.
+
   Args:
     postprocess: callable `(raw outputs, valid_size float32 [B, 2]) ->
       detections dict` in model-input pixels (`RetinaNet.postprocess` with
@@ -136,22 +140,104 @@ class DetectionExportModule(_ExportModule):
     tile = lambda t: tf.tile(t[tf.newaxis], [batch, 1])  # noqa: E731
     return inputs, tile(image_size), tile(scale), tile(valid)
 
+  def _detect(self, inputs, image_size, scale, valid_size):
+    """Detections dict in model-input pixels."""
+    del image_size, scale  # the network sees the model input only
+    return self._postprocess(self._network(inputs), valid_size)
+
   def _outputs(self, inputs, image_size, scale, valid_size):
     """Network + post-processing; boxes mapped back to the caller's pixels."""
-    detections = self._postprocess(self._network(inputs), valid_size)
+    detections = self._detect(inputs, image_size, scale, valid_size)
     num = detections['num_detections']
     mask = tf.sequence_mask(num, tf.shape(detections['detection_scores'])[1])
     boxes = detections['detection_boxes'] / tf.tile(scale, [1, 2])[:, tf.newaxis, :]
     limit = tf.tile(image_size, [1, 2])[:, tf.newaxis, :]
-    boxes = tf.clip_by_value(boxes, 0.0, limit)
     classes = detections['detection_classes']
-    return {
-        sig.DETECTION_BOXES: boxes,
-        sig.DETECTION_SCORES: detections['detection_scores'],
+    zero_past = lambda t: tf.where(  # noqa: E731
+        tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones_like(tf.shape(t)[2:])], 0)),
+        t, tf.zeros_like(t))
+    outputs = {
+        sig.DETECTION_BOXES: zero_past(tf.clip_by_value(boxes, 0.0, limit)),
+        sig.DETECTION_SCORES: zero_past(detections['detection_scores']),
         sig.DETECTION_CLASSES: tf.where(mask, tf.gather(self._categories, classes), 0),
         sig.DETECTION_CLASS_NAMES: tf.where(mask, tf.gather(self._names, classes), ''),
         sig.NUM_DETECTIONS: tf.cast(num, tf.int32),
     }
+    outputs.update(self._extra_outputs(detections, boxes, mask, image_size))
+    return outputs
+
+  def _extra_outputs(self, detections, boxes, valid, image_size):
+    """More outputs from the detections (boxes unclipped, caller's pixels)."""
+    del detections, boxes, valid, image_size
+    return {}
+
+
+class MaskRCNNExportModule(DetectionExportModule):
+  """Mask R-CNN export: the detection outputs plus each detection's mask.
+
+  The network takes the prepared images and their `image_info` and returns
+  the model's inference outputs (detections in model-input pixels, masks
+  over their boxes). Each mask is pasted (`mask_ops.paste_masks`) into the
+  caller's pixels, over its box mapped back by the resize scale (unclipped:
+  the mask was predicted for that box), and thresholded at 0.5.
+
+  Outputs besides the detection ones (see `signatures`), by `mask_format`:
+    'dense': `detection_masks` uint8 `[B, N, H, W]`, 0/1.
+    'png': `detection_masks_png_bytes` string `[B, N]`, each a PNG of a uint8
+      `[h_i, w_i]` 0/1 mask (grayscale); '' for rows past `num_detections`.
+  `H, W` is the largest image height and width of the batch (one size for
+  `serving_default`; `serve_bytes` may mix sizes): image i's masks fill the
+  top-left `h_i x w_i`, the rest is 0.
+
+  Args:
+    network: callable `(images float32 [B, h, w, 3], image_info float32
+      [B, 4, 2]) -> inference outputs` (`MaskRCNN(..., training=False)`);
+      `image_info` rows: original size, scaled (valid) size, scale, offset 0.
+    mask_format: 'dense' or 'png'.
+    Other arguments: see `_ExportModule`.
+  """
+
+  def __init__(self, network, input_size, class_to_category, category_names, *,
+               mask_format: str = 'dense', **kwargs):
+    if mask_format not in sig.MASK_FORMATS:
+      raise ValueError(f'`mask_format` must be one of {sig.MASK_FORMATS}. Received: '
+                       f'mask_format={mask_format!r}')
+    super().__init__(network, None, input_size, class_to_category, category_names,
+                     **kwargs)
+    self.mask_format = mask_format
+
+  def _detect(self, inputs, image_size, scale, valid_size):
+    image_info = tf.stack([image_size, valid_size, scale, tf.zeros_like(scale)], 1)
+    return self._network(inputs, image_info)
+
+  def _extra_outputs(self, detections, boxes, valid, image_size):
+    sizes = tf.cast(tf.round(image_size), tf.int32)
+    height, width = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
+    masks = tf.cast(detections['detection_masks'], tf.float32)
+
+    def one(args):
+      image_masks, image_boxes, image_valid, size = args
+      pasted = mask_ops.binarize(mask_ops.paste_masks(image_masks, image_boxes,
+                                                      height, width))
+      inside = tf.logical_and(
+          tf.range(height)[:, tf.newaxis] < size[0],
+          tf.range(width)[tf.newaxis, :] < size[1])
+      keep = tf.logical_and(image_valid[:, tf.newaxis, tf.newaxis], inside)
+      pasted = pasted * tf.cast(keep, tf.uint8)
+      if self.mask_format == 'dense':
+        return pasted
+      def encode(k):
+        return tf.cond(image_valid[k],
+                       lambda: tf.io.encode_png(pasted[k, :size[0], :size[1], tf.newaxis]),
+                       lambda: tf.constant(''))
+      return tf.map_fn(encode, tf.range(tf.shape(pasted)[0]),
+                       fn_output_signature=tf.TensorSpec([], tf.string))
+
+    if self.mask_format == 'dense':
+      spec, name = tf.TensorSpec([None, None, None], tf.uint8), sig.DETECTION_MASKS
+    else:
+      spec, name = tf.TensorSpec([None], tf.string), sig.DETECTION_MASKS_PNG
+    return {name: tf.map_fn(one, (masks, boxes, valid, sizes), fn_output_signature=spec)}
 
 
 class ClassificationExportModule(_ExportModule):

@@ -17,6 +17,13 @@ xmax in pixels of the caller's image), `detection_scores` float32 `[B, N]`,
 `detection_class_names` string `[B, N]`, `num_detections` int32 `[B]`; rows
 past `num_detections` are zeros (names empty).
 
+Mask R-CNN exports add, by their `mask_format`: `detection_masks` uint8
+`[B, N, H, W]` (default 'dense'), each detection's mask in the caller's
+pixels, 0/1; or `detection_masks_png_bytes` string `[B, N]` ('png'), each a
+grayscale PNG of that 0/1 mask at the image's own size ('' past
+`num_detections`). `H, W` is the largest image size of the batch; image i's
+masks fill its top-left `h_i x w_i`. See docs/serving.md.
+
 Classification outputs: `logits` and `probabilities` float32 `[B, K]`,
 `top_k_classes` int32 `[B, k]` (category ids), `top_k_scores` float32
 `[B, k]` (probabilities), `top_k_class_names` string `[B, k]`.
@@ -50,6 +57,13 @@ DETECTION_CLASS_NAMES = 'detection_class_names'
 NUM_DETECTIONS = 'num_detections'
 DETECTION_OUTPUTS = (DETECTION_BOXES, DETECTION_SCORES, DETECTION_CLASSES,
                      DETECTION_CLASS_NAMES, NUM_DETECTIONS)
+
+# === Instance segmentation (Mask R-CNN) outputs, one of, by mask format ===
+DETECTION_MASKS = 'detection_masks'
+# Names ending in `_bytes` are sent as {"b64": ...} over REST (TF Serving's rule).
+DETECTION_MASKS_PNG = 'detection_masks_png_bytes'
+MASK_FORMATS = ('dense', 'png')
+MASK_OUTPUTS = {'dense': DETECTION_MASKS, 'png': DETECTION_MASKS_PNG}
 
 # === Classification outputs ===
 LOGITS = 'logits'

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from spinenet.ops import mask_ops
 from spinenet.serving import export_module
 from spinenet.serving import signatures as sig
 
@@ -118,6 +119,122 @@ class DetectionExportModuleTest(tf.test.TestCase):
     self.assertCountEqual(out, sig.DETECTION_OUTPUTS)
     self._check_one(out, 0, (16, 8), 2.0, 32)
     self.assertTrue(os.path.exists(os.path.join(path, 'saved_model.pb')))
+
+
+def _fake_maskrcnn(images, image_info):
+  """A Mask R-CNN's inference outputs: three detections, two real, with masks.
+
+  Scores carry `image_info` (valid height / 100, original height / 1000), so
+  the test sees the rows the network received. Masks (28 x 28 over each
+  box): all ones; the top half; all ones for the padding row (must be
+  dropped).
+  """
+  batch = tf.shape(images)[0]
+  tile = lambda t: tf.tile(tf.constant(t)[tf.newaxis], [batch] + [1] * len(t.shape))  # noqa: E731
+  masks = np.ones([3, 28, 28], np.float32)
+  masks[1, 14:] = 0.0
+  return {
+      'detection_boxes': tile(np.array([[4, 8, 16, 32], [0, 0, 40, 40], [0, 0, 40, 40]],
+                                       np.float32)),
+      'detection_scores': tf.stack([image_info[:, 1, 0] / 100, image_info[:, 0, 0] / 1000,
+                                    tf.zeros([batch])], 1),
+      'detection_classes': tile(np.array([1, 2, 1], np.int32)),
+      'num_detections': tf.fill([batch], 2),
+      'detection_masks': tile(masks),
+      'rpn_scores': {'3': tf.zeros([batch, 4, 4, 3])},
+  }
+
+
+def _maskrcnn(**kwargs):
+  return export_module.MaskRCNNExportModule(
+      _fake_maskrcnn, (32, 32), [0, 7, 90], {7: 'seven'}, **kwargs)
+
+
+def _expected_masks(image_size, scale, frame):
+  """uint8 `[3, H, W]`: the fake's masks in the caller's pixels.
+
+  `paste_masks` (tested on its own) over the fake's boxes divided by `scale`,
+  thresholded, cut to the image's own size, padded to `frame`; the padding
+  row stays zero.
+  """
+  h, w = image_size
+  masks = np.ones([2, 28, 28], np.float32)
+  masks[1, 14:] = 0.0
+  boxes = np.array([[4, 8, 16, 32], [0, 0, 40, 40]], np.float32) / scale
+  pasted = mask_ops.binarize(mask_ops.paste_masks(masks, boxes, h, w)).numpy()
+  out = np.zeros((3, *frame), np.uint8)
+  out[:2, :h, :w] = pasted
+  return out
+
+
+class MaskRCNNExportModuleTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.fns = _maskrcnn().signatures()
+
+  def test_image_tensor_masks_in_the_callers_pixels(self):
+    out = self.fns[sig.IMAGE_TENSOR](tf.zeros([2, 16, 8, 3], tf.uint8))
+    self.assertCountEqual(out, sig.DETECTION_OUTPUTS + (sig.DETECTION_MASKS,))
+    masks = out[sig.DETECTION_MASKS]
+    self.assertEqual(masks.dtype, tf.uint8)
+    self.assertEqual(masks.shape, (2, 3, 16, 8))
+    for i in range(2):
+      self.assertAllEqual(masks[i], _expected_masks((16, 8), 2.0, (16, 8)))
+      # image_info: valid 32 x 16, original 16 x 8.
+      self.assertAllClose(out[sig.DETECTION_SCORES][i], [0.32, 0.016, 0.0])
+      self.assertAllClose(out[sig.DETECTION_BOXES][i],
+                          [[2, 4, 8, 8], [0, 0, 16, 8], [0, 0, 0, 0]])
+      self.assertEqual(int(out[sig.NUM_DETECTIONS][i]), 2)
+    # By hand: box 0 is rows 2..8, columns 4..16 of the 16 x 8 image (cut at 8);
+    # the top half of box 1: rows 0..10.
+    want = np.zeros((16, 8), np.uint8)
+    want[2:8, 4:8] = 1
+    self.assertAllEqual(masks[0, 0], want)
+    want = np.zeros((16, 8), np.uint8)
+    want[:10] = 1
+    self.assertAllEqual(masks[0, 1], want)
+    self.assertAllEqual(masks[:, 2], np.zeros((2, 16, 8)))  # past num_detections
+
+  def test_bytes_of_two_sizes_share_the_largest_frame(self):
+    out = self.fns[sig.IMAGE_BYTES](tf.constant([_png(16, 8), _png(64, 32)]))
+    masks = out[sig.DETECTION_MASKS].numpy()
+    self.assertEqual(masks.shape, (2, 3, 64, 32))
+    self.assertAllEqual(masks[0], _expected_masks((16, 8), 2.0, (64, 32)))
+    self.assertAllEqual(masks[1], _expected_masks((64, 32), 0.5, (64, 32)))
+    # Image 0's box reaches past its 16 x 8 pixels: nothing is pasted there.
+    self.assertEqual(int(masks[0, :, 16:].sum() + masks[0, :, :, 8:].sum()), 0)
+
+  def test_png_format_holds_the_same_masks_at_each_images_size(self):
+    fns = _maskrcnn(mask_format='png').signatures()
+    out = fns[sig.IMAGE_BYTES](tf.constant([_png(16, 8), _png(64, 32)]))
+    self.assertCountEqual(out, sig.DETECTION_OUTPUTS + (sig.DETECTION_MASKS_PNG,))
+    pngs = out[sig.DETECTION_MASKS_PNG].numpy()
+    self.assertEqual(pngs.shape, (2, 3))
+    for i, (size, scale) in enumerate((((16, 8), 2.0), ((64, 32), 0.5))):
+      want = _expected_masks(size, scale, size)
+      for k in range(2):
+        decoded = np.asarray(Image.open(io.BytesIO(pngs[i, k])))
+        self.assertEqual(decoded.shape, size)
+        self.assertAllEqual(decoded, want[k])
+      self.assertEqual(pngs[i, 2], b'')
+
+  def test_saved_and_loaded(self):
+    path = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, path)
+    module = _maskrcnn()
+    tf.saved_model.save(module, path, signatures=module.signatures())
+    out = tf.saved_model.load(path).signatures[sig.TF_EXAMPLE](tf_examples=tf.constant(
+        [tf.train.Example(features=tf.train.Features(feature={
+            'image/encoded': tf.train.Feature(bytes_list=tf.train.BytesList(
+                value=[_png(8, 16)]))})).SerializeToString()]))
+    self.assertAllEqual(out[sig.DETECTION_MASKS][0],
+                        _expected_masks((8, 16), 2.0, (8, 16)))
+
+  def test_unknown_mask_format(self):
+    with self.assertRaisesRegex(ValueError, 'mask_format'):
+      _maskrcnn(mask_format='rle')
 
 
 class ClassificationExportModuleTest(tf.test.TestCase):

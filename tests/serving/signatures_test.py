@@ -30,13 +30,21 @@ class SignaturesTest(tf.test.TestCase):
       self.assertEqual(sig.INPUT_SPECS[name].shape.as_list(), [None])
 
   def test_output_names_are_distinct(self):
-    outputs = sig.DETECTION_OUTPUTS + sig.CLASSIFICATION_OUTPUTS
+    outputs = (sig.DETECTION_OUTPUTS + sig.CLASSIFICATION_OUTPUTS +
+               tuple(sig.MASK_OUTPUTS.values()))
     self.assertLen(set(outputs), len(outputs))
+
+  def test_mask_outputs_one_per_format_png_sent_as_b64(self):
+    self.assertCountEqual(sig.MASK_OUTPUTS, sig.MASK_FORMATS)
+    # TF Serving's REST API base64-encodes string outputs named *_bytes.
+    self.assertTrue(sig.MASK_OUTPUTS['png'].endswith('_bytes'))
+    self.assertFalse(sig.MASK_OUTPUTS['dense'].endswith('_bytes'))
 
   def test_the_docstring_table_matches_the_constants(self):
     rows = re.findall(r'^\| `(\w+)` \| `(\w+)` \|', sig.__doc__, re.MULTILINE)
     self.assertEqual(dict(rows), sig.INPUT_KEYS)
-    for name in sig.DETECTION_OUTPUTS + sig.CLASSIFICATION_OUTPUTS:
+    for name in (sig.DETECTION_OUTPUTS + sig.CLASSIFICATION_OUTPUTS +
+                 tuple(sig.MASK_OUTPUTS.values())):
       self.assertIn(f'`{name}`', sig.__doc__)
 
 
