@@ -4,7 +4,8 @@ Usage:
   spinenet-create-coco-tfrecord \
     --image_dir=coco/train2017 \
     --annotations_json=coco/annotations/instances_train2017.json \
-    --output_prefix=records/train --num_shards=256 [--num_workers=8]
+    --output_prefix=records/train --num_shards=256 [--num_workers=8] \
+    [--include_masks]
 
 Writes `records/train-00000-of-00256.tfrecord`, ... and
 `records/train.label_map.json`; see docs/data.md.
@@ -28,6 +29,13 @@ _NUM_SHARDS = flags.DEFINE_integer('num_shards', 1, 'Number of TFRecord files.',
 _NUM_WORKERS = flags.DEFINE_integer(
     'num_workers', None, 'Processes reading images (default: one per CPU).',
     lower_bound=0)
+_INCLUDE_MASKS = flags.DEFINE_boolean(
+    'include_masks', False,
+    'Also write each object\'s segmentation (polygons or RLE, crowd too) as '
+    'a PNG instance mask in image/object/mask, for Mask R-CNN. Objects '
+    'without a usable segmentation are then dropped and counted. Off by '
+    'default: RetinaNet does not read masks, and they make records larger '
+    'and the conversion slower.')
 
 
 def main(argv):
@@ -36,7 +44,8 @@ def main(argv):
   try:
     coco_converter.convert_coco(
         _IMAGE_DIR.value, _ANNOTATIONS_JSON.value, _OUTPUT_PREFIX.value,
-        num_shards=_NUM_SHARDS.value, num_workers=_NUM_WORKERS.value)
+        num_shards=_NUM_SHARDS.value, num_workers=_NUM_WORKERS.value,
+        include_masks=_INCLUDE_MASKS.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
 

@@ -21,6 +21,12 @@ What happens to bad input:
   carrying one counted;
 * an image without annotations: kept (a background-only example);
 * a crowd box (`iscrowd: 1`): kept, with `image/object/is_crowd` 1;
+* with `include_masks`, each object's `segmentation` (polygons, or RLE with
+  compressed or uncompressed counts; crowd ones too) is rasterized
+  (`coco_masks`) and written as a PNG in `image/object/mask`; an object whose
+  segmentation is missing or malformed is dropped (box too), logged with its
+  annotation id and counted by reason; polygons of fewer than 3 points are
+  left out of their object's mask, counted; empty masks are kept, counted;
 * category ids: written as they are (no remapping; gaps are fine);
 * malformed JSON: `ValueError` naming the field (`coco_json.load_coco`).
 
@@ -41,6 +47,7 @@ from absl import logging
 import tensorflow as tf
 
 from spinenet.data import coco_json
+from spinenet.data import coco_masks
 from spinenet.data import image_io
 from spinenet.data import tf_example
 
@@ -59,6 +66,14 @@ class ConversionSummary:
   crowd_boxes_written: int = 0
   boxes_clipped: int = 0
   boxes_dropped: Dict[str, int] = dataclasses.field(default_factory=dict)
+  include_masks: bool = False
+  masks_written: int = 0
+  masks_empty: int = 0
+  degenerate_polygons: int = 0
+  # Objects (box and mask) dropped for their segmentation, by reason, and
+  # the first annotation ids of each reason.
+  masks_dropped: Dict[str, int] = dataclasses.field(default_factory=dict)
+  masks_dropped_ids: Dict[str, list] = dataclasses.field(default_factory=dict)
   shards: tuple = ()
   label_map_path: str = ''
 
@@ -78,6 +93,17 @@ class ConversionSummary:
         f'boxes written: {self.boxes_written} ({self.crowd_boxes_written} '
         f'crowd, {self.boxes_clipped} clipped to the image)',
         f'boxes dropped: {dropped} {dict(sorted(self.boxes_dropped.items()))}',
+    ] + ([
+        f'masks written: {self.masks_written} ({self.masks_empty} empty, '
+        f'{self.degenerate_polygons} polygons of < 3 points left out)',
+        f'objects dropped for their segmentation: '
+        f'{sum(self.masks_dropped.values())} '
+        f'{dict(sorted(self.masks_dropped.items()))}' + ''.join(
+            f'; {reason}: annotation ids {ids}{" ..." if len(ids) < n else ""}'
+            for (reason, ids), n in zip(
+                sorted(self.masks_dropped_ids.items()),
+                (self.masks_dropped[r] for r in sorted(self.masks_dropped_ids)))),
+    ] if self.include_masks else ['masks: not written (include_masks=False)']) + [
         f'shards: {len(self.shards)}, label map: {self.label_map_path}',
     ])
 
@@ -151,7 +177,7 @@ def _normalized_boxes(image: coco_json.CocoImage, summary: ConversionSummary,
   """COCO `[x, y, w, h]` pixels -> kept annotations with normalized yxyx."""
   kept = collections.defaultdict(list)
   dropped = collections.Counter()
-  for ann in image.annotations:
+  for position, ann in enumerate(image.annotations):
     x, y, w, h = ann['bbox']
     if not all(math.isfinite(v) for v in (x, y, w, h)):
       dropped['non_finite_bbox'] += 1
@@ -178,6 +204,8 @@ def _normalized_boxes(image: coco_json.CocoImage, summary: ConversionSummary,
     kept['names'].append(categories[ann['category_id']])
     kept['is_crowd'].append(ann['iscrowd'])
     kept['areas'].append(ann['area'])
+    kept['annotations'].append(ann)
+    kept['positions'].append(position)
   for reason, n in dropped.items():
     summary.boxes_dropped[reason] = summary.boxes_dropped.get(reason, 0) + n
   return kept
@@ -207,12 +235,57 @@ class _Progress:
                  written, self._total, skipped, rate, eta_text)
 
 
+def _annotation_name(image, ann):
+  ann_id = ann.get('id')
+  where = f'annotations[{ann["index"]}]'
+  return (f'annotation id {ann_id} ({where})' if ann_id is not None else where
+         ) + f' of image id {image.id}'
+
+
+_MAX_IDS_LISTED = 10
+
+
+def _keep_masked(image, kept, masks, summary):
+  """Drops the objects of `kept` whose mask is refused; returns the PNGs."""
+  keep = []
+  for i, (ann, position) in enumerate(zip(kept['annotations'],
+                                         kept['positions'])):
+    result = masks[position]
+    if 'reason' in result:
+      reason = result['reason']
+      summary.masks_dropped[reason] = summary.masks_dropped.get(reason, 0) + 1
+      ids = summary.masks_dropped_ids.setdefault(reason, [])
+      if len(ids) < _MAX_IDS_LISTED:
+        ids.append(ann['id'] if ann.get('id') is not None
+                   else f'annotations[{ann["index"]}]')
+      logging.warning('dropping %s (its box too): %s',
+                      _annotation_name(image, ann), result['detail'])
+      continue
+    keep.append(i)
+    summary.degenerate_polygons += result['degenerate_polygons']
+    summary.masks_empty += result['pixels'] == 0
+  if len(keep) < len(kept['annotations']):
+    kept = {k: [v[i] for i in keep] for k, v in kept.items()}
+  return kept, [masks[p]['png'] for p in kept['positions']]
+
+
+def _read_image_and_masks(task):
+  """Worker: `image_io.read_image`, plus `masks` (`coco_masks.mask_pngs`)."""
+  path, segmentations, json_size = task
+  result = image_io.read_image(path)
+  if segmentations is not None and 'error' not in result:
+    result['masks'] = coco_masks.mask_pngs(
+        segmentations, json_size, (result['height'], result['width']))
+  return result
+
+
 def convert_coco(image_dir: str,
                  annotations_json: str,
                  output_prefix: str,
                  num_shards: int = 1,
                  num_workers: Optional[int] = None,
-                 log_every_seconds: float = 10.0) -> ConversionSummary:
+                 log_every_seconds: float = 10.0,
+                 include_masks: bool = False) -> ConversionSummary:
   """Converts a COCO detection dataset to sharded TFRecords.
 
   Writes `shard_paths(output_prefix, num_shards)` and the label map
@@ -221,7 +294,10 @@ def convert_coco(image_dir: str,
   `image/height`, `image/width`, `image/source_id` (the COCO image id),
   `image/filename`, `image/object/bbox/{ymin,xmin,ymax,xmax}` (normalized),
   `image/object/class/label` (the category id), `image/object/class/text`,
-  `image/object/is_crowd` and `image/object/area`.
+  `image/object/is_crowd` and `image/object/area`; with `include_masks`
+  also `image/object/mask`, one PNG per object (single channel, uint8 0/1,
+  the size of the image), the layout of the TF Object Detection API and the
+  Model Garden.
 
   Args:
     image_dir: directory holding the `file_name`s of the JSON.
@@ -232,6 +308,11 @@ def convert_coco(image_dir: str,
     num_workers: processes that read and convert images; None: one per CPU;
       0 or 1: this process only.
     log_every_seconds: how often to log progress.
+    include_masks: rasterize each object's `segmentation` (polygons or RLE,
+      crowd too) into `image/object/mask`. Off by default: RetinaNet does
+      not use masks, and they make the records larger and the conversion
+      slower. Objects without a usable segmentation are then dropped and
+      counted (`ConversionSummary.masks_dropped`).
 
   Returns:
     `ConversionSummary` (also logged).
@@ -255,7 +336,8 @@ def convert_coco(image_dir: str,
   if not os.path.isfile(annotations_json):
     raise ValueError(f'`annotations_json` is not a file: {annotations_json}')
   dataset = coco_json.load_coco(annotations_json)
-  summary = ConversionSummary(images_in_json=len(dataset.images))
+  summary = ConversionSummary(images_in_json=len(dataset.images),
+                              include_masks=include_masks)
   out_dir = os.path.dirname(output_prefix)
   if out_dir:
     tf.io.gfile.makedirs(out_dir)
@@ -265,17 +347,21 @@ def convert_coco(image_dir: str,
 
   num_workers = os.cpu_count() if num_workers is None else num_workers
   paths = [os.path.join(image_dir, im.file_name) for im in dataset.images]
-  logging.info('converting %d images of %s with %d workers into %d shards',
-               len(paths), annotations_json, num_workers, num_shards)
+  tasks = [(path, [a['segmentation'] for a in im.annotations]
+            if include_masks else None, (im.height, im.width))
+           for path, im in zip(paths, dataset.images)]
+  logging.info('converting %d images of %s with %d workers into %d shards%s',
+               len(paths), annotations_json, num_workers, num_shards,
+               ' with masks' if include_masks else '')
   pool = None
   if num_workers > 1:
     # fork: workers run only PIL code, never TensorFlow.
     method = ('fork' if 'fork' in multiprocessing.get_all_start_methods()
               else 'spawn')
     pool = multiprocessing.get_context(method).Pool(num_workers)
-    results = pool.imap(image_io.read_image, paths, chunksize=4)
+    results = pool.imap(_read_image_and_masks, tasks, chunksize=4)
   else:
-    results = map(image_io.read_image, paths)
+    results = map(_read_image_and_masks, tasks)
 
   progress = _Progress(len(paths), log_every_seconds)
   writers = [tf.io.TFRecordWriter(p) for p in summary.shards]
@@ -302,10 +388,15 @@ def convert_coco(image_dir: str,
             'normalized by the JSON size', image.id, image.file_name,
             result['height'], result['width'], image.height, image.width)
       kept = _normalized_boxes(image, summary, dataset.categories)
+      masks = None
+      if include_masks:
+        kept, masks = _keep_masked(image, kept, result['masks'], summary)
+        summary.masks_written += len(masks)
       example = tf_example.build_detection_example(
           result['encoded'], result['format'], result['height'],
           result['width'], str(image.id), kept['boxes'], kept['classes'],
-          kept['is_crowd'], kept['areas'], kept['names'], image.file_name)
+          kept['is_crowd'], kept['areas'], kept['names'], image.file_name,
+          masks=masks)
       # deterministic: map fields in key order, so equal input gives equal
       # bytes on every run (the default order may differ between processes).
       writers[index % num_shards].write(

@@ -71,14 +71,18 @@ def load_coco(path: str) -> CocoDataset:
   be absent, as in test-dev) with `image_id`, `category_id`, and `bbox`
   `[x, y, width, height]` in pixels. `iscrowd` defaults to 0 and `area` to
   the box area. Geometric problems (boxes of zero area or outside the image)
-  are not errors here; the converter drops or clips them.
+  are not errors here; the converter drops or clips them. The optional `id`
+  and `segmentation` are kept as found (checked by the converter only when it
+  writes masks, `coco_masks`).
 
   Args:
     path: the JSON file.
 
   Returns:
     `CocoDataset`, images in file order, each with its annotations in file
-    order.
+    order: dicts with `category_id`, `bbox`, `iscrowd`, `area`, `id` (None
+    if absent), `index` (position in `annotations`) and `segmentation`
+    (None if absent).
 
   Raises:
     ValueError: naming the file and field, for text that is not UTF-8,
@@ -155,5 +159,7 @@ def load_coco(path: str) -> CocoDataset:
       _fail(path, f'{where}.area', area, 'a number')
     by_id[image_id].annotations.append({
         'category_id': int(category_id), 'bbox': [float(v) for v in bbox],
-        'iscrowd': int(iscrowd), 'area': float(area)})
+        'iscrowd': int(iscrowd), 'area': float(area),
+        'id': ann.get('id'), 'index': i,
+        'segmentation': ann.get('segmentation')})
   return CocoDataset(images, categories)

@@ -29,6 +29,40 @@ def decode_image(encoded):
   return image
 
 
+def decode_masks(encoded_masks, height, width):
+  """PNG instance masks -> float32 `[N, height, width]` in {0, 1}.
+
+  Args:
+    encoded_masks: string `[N]`, single-channel PNGs (`image/object/mask`);
+      any value > 0 is inside the object.
+    height: int32 scalar, the image height the masks must have.
+    width: int32 scalar.
+
+  Returns:
+    float32 `[N, height, width]`; `[0, height, width]` when N is 0.
+
+  Raises:
+    InvalidArgumentError (when run): a mask that is not a PNG, is corrupt,
+      or is not `height` x `width`.
+  """
+
+  def one(png):
+    mask = tf.io.decode_png(png, channels=1)
+    check = tf.debugging.assert_equal(
+        tf.shape(mask)[:2], tf.stack([height, width]),
+        message=f'{keys.MASK}: a mask is not the size of the image')
+    with tf.control_dependencies([check]):
+      return tf.cast(mask[:, :, 0] > 0, tf.float32)
+
+  shape = tf.stack([tf.size(encoded_masks), height, width])
+  masks = tf.cond(
+      tf.size(encoded_masks) > 0,
+      lambda: tf.map_fn(one, encoded_masks, fn_output_signature=tf.TensorSpec(
+          [None, None], tf.float32)),
+      lambda: tf.zeros(shape))
+  return tf.reshape(masks, shape)
+
+
 def image_shape(encoded):
   """`(height, width)` int32 `[2]` of encoded image bytes.
 
@@ -47,6 +81,10 @@ class DetectionDecoder:
     decode_image: bool. If True (the default) the output has `image`; if
       False it has `encoded_image` instead, and the training parser decodes
       only the region it keeps (`tf.io.decode_and_crop_jpeg`).
+    decode_masks: bool. If True the output also has
+      `groundtruth_instance_masks`, decoded from `image/object/mask`; the
+      record must then hold one mask per box. False (the default) never
+      reads the masks (RetinaNet pays nothing for them).
 
   Call arguments of `decode`:
     serialized: string scalar, one serialized `tf.train.Example`.
@@ -63,6 +101,11 @@ class DetectionDecoder:
     groundtruth_is_crowd: bool `[N]` (all False when the key is absent).
     groundtruth_area: float32 `[N]`, object areas in pixels of the original
       image (box areas when the key is absent).
+    groundtruth_instance_masks: float32 `[N, height, width]`, 1 inside each
+      object, 0 outside (only if `decode_masks`). A mask that is not a PNG,
+      is corrupt or of another size, or a record whose number of masks is
+      not its number of boxes, fails the decode with InvalidArgumentError,
+      which the input pipeline skips and counts like a corrupt image.
 
   Example:
     ```python
@@ -72,11 +115,15 @@ class DetectionDecoder:
     ```
   """
 
-  def __init__(self, decode_image=True):  # pylint: disable=redefined-outer-name
+  def __init__(self, decode_image=True, decode_masks=False):  # pylint: disable=redefined-outer-name
     self._decode_image = decode_image
+    self._decode_masks = decode_masks
+    self._features = dict(_FEATURES)
+    if decode_masks:
+      self._features[keys.MASK] = tf.io.VarLenFeature(tf.string)
 
   def decode(self, serialized):
-    parsed = tf.io.parse_single_example(serialized, _FEATURES)
+    parsed = tf.io.parse_single_example(serialized, self._features)
     dense = {k: tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v
              for k, v in parsed.items()}
     encoded = dense[keys.IMAGE_ENCODED]
@@ -109,4 +156,13 @@ class DetectionDecoder:
     area = tf.cond(tf.size(area) > 0, lambda: area, lambda: box_area)
     out.update(groundtruth_boxes=boxes, groundtruth_classes=classes,
                groundtruth_is_crowd=is_crowd, groundtruth_area=area)
+    if self._decode_masks:
+      encoded_masks = dense[keys.MASK]
+      check = tf.debugging.assert_equal(
+          tf.size(encoded_masks), num_boxes,
+          message=f'{keys.MASK}: the record needs one mask per box (written '
+          'by spinenet-create-coco-tfrecord --include_masks)')
+      with tf.control_dependencies([check]):
+        out['groundtruth_instance_masks'] = decode_masks(
+            encoded_masks, hw[0], hw[1])
     return out

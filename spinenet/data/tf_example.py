@@ -26,6 +26,8 @@ CLASS_LABEL = 'image/object/class/label'
 CLASS_TEXT = 'image/object/class/text'
 IS_CROWD = 'image/object/is_crowd'
 AREA = 'image/object/area'
+# One PNG per object: single-channel uint8, 0/1, at the full image size.
+MASK = 'image/object/mask'
 
 BOX_KEYS = (BBOX_YMIN, BBOX_XMIN, BBOX_YMAX, BBOX_XMAX)
 
@@ -54,7 +56,8 @@ def build_detection_example(encoded_image: bytes,
                             is_crowd: Optional[Sequence[int]] = None,
                             areas: Optional[Sequence[float]] = None,
                             class_names: Optional[Sequence[str]] = None,
-                            filename: str = ''):
+                            filename: str = '',
+                            masks: Optional[Sequence[bytes]] = None):
   """Builds a detection `tf.train.Example`.
 
   Args:
@@ -70,6 +73,9 @@ def build_detection_example(encoded_image: bytes,
       Defaults to the box areas.
     class_names: N category names, written as `image/object/class/text`.
     filename: the image's file name, for humans.
+    masks: optional N instance masks, each the bytes of a single-channel
+      8-bit PNG of the full image size holding 0 and 1 (`coco_masks.
+      encode_png`), written as `image/object/mask`. None: no mask key.
 
   Returns:
     `tf.train.Example`.
@@ -86,6 +92,8 @@ def build_detection_example(encoded_image: bytes,
              'areas': len(areas)}
   if class_names is not None:
     lengths['class_names'] = len(class_names)
+  if masks is not None:
+    lengths['masks'] = len(masks)
   if len(set(lengths.values())) != 1:
     raise ValueError(
         f'source_id={source_id}: per-box lists must have one entry per box. '
@@ -105,4 +113,6 @@ def build_detection_example(encoded_image: bytes,
     feature[key] = _floats([b[i] for b in boxes])
   if class_names is not None:
     feature[CLASS_TEXT] = _bytes([c.encode() for c in class_names])
+  if masks is not None:
+    feature[MASK] = _bytes(masks)
   return tf.train.Example(features=tf.train.Features(feature=feature))

@@ -11,6 +11,8 @@ from absl.testing import flagsaver
 from absl.testing import parameterized
 import numpy as np
 from PIL import Image
+from pycocotools import coco as coco_api
+from pycocotools import mask as mask_api
 import tensorflow as tf
 
 from spinenet.cli import create_coco_tfrecord
@@ -181,6 +183,72 @@ class ConvertCocoTest(tf.test.TestCase, parameterized.TestCase):
     _, parallel = self._convert(images, anns, num_shards=3, num_workers=2)
     self.assertEqual([r.numpy() for r in _records(parallel)], serial_bytes)
 
+  def test_masks_in_records_equal_ann_to_mask(self):
+    """Polygons, uncompressed (crowd) and compressed RLE; bad ones dropped."""
+    h, w = 48, 64
+    _write_image(os.path.join(self.image_dir, 'a.jpg'), size=(w, h))
+    _write_image(os.path.join(self.image_dir, 'b.jpg'), size=(w, h))
+    blob = np.zeros((h, w), np.uint8)
+    blob[10:30, 5:20] = 1
+    blob[20:40, 15:50] = 1
+    runs = np.diff(np.concatenate([[0], np.flatnonzero(np.diff(
+        blob.flatten(order='F'))) + 1, [h * w]])).tolist()
+    compressed = mask_api.encode(np.asfortranarray(blob))['counts'].decode()
+    segmentations = {
+        1: [[3.5, 4, 30, 2.5, 41, 30, 8, 33]],
+        2: {'size': [h, w], 'counts': runs},
+        3: {'size': [h, w], 'counts': compressed},
+        4: [[1, 2, 3]],
+        5: {'size': [h + 1, w], 'counts': runs},
+        7: [[40, 30, 60, 30, 50, 45], [5, 40, 15, 40, 10, 47]],
+    }
+    anns = [{'id': i, 'image_id': 1 if i < 6 else 2, 'category_id': 1,
+             'bbox': [2, 2, 30, 30], 'iscrowd': int(i == 2),
+             'segmentation': s} for i, s in segmentations.items()]
+    anns.append({'id': 6, 'image_id': 1, 'category_id': 1,
+                 'bbox': [2, 2, 30, 30]})
+    images = [{'id': 1, 'file_name': 'a.jpg', 'height': h, 'width': w},
+              {'id': 2, 'file_name': 'b.jpg', 'height': h, 'width': w}]
+    with self.assertLogs(level='WARNING') as logs:
+      summary, prefix = self._convert(images, anns, include_masks=True)
+    self.assertEqual(summary.masks_written, 4)
+    self.assertEqual(summary.boxes_written, 4)
+    self.assertEqual(summary.masks_dropped,
+                     {'malformed_segmentation': 1, 'missing_segmentation': 1,
+                      'segmentation_size_mismatch': 1})
+    self.assertEqual(summary.masks_dropped_ids['missing_segmentation'], [6])
+    self.assertIn('masks written: 4', summary.as_text())
+    text = '\n'.join(logs.output)
+    for ann_id in (4, 5, 6):
+      self.assertIn(f'annotation id {ann_id} (annotations[', text)
+
+    path = os.path.join(self.root, 'ann.json')
+    coco = coco_api.COCO(path)
+    decoder = decoder_lib.DetectionDecoder(decode_masks=True)
+    records = {d['source_id'].numpy().decode(): d
+               for d in (decoder.decode(r) for r in _records(prefix))}
+    for image_id, ann_ids in ((1, (1, 2, 3)), (2, (7,))):
+      masks = records[str(image_id)]['groundtruth_instance_masks']
+      self.assertEqual(masks.dtype, tf.float32)
+      self.assertEqual(masks.shape, (len(ann_ids), h, w))
+      for mask, ann_id in zip(masks.numpy(), ann_ids):
+        expected = coco.annToMask(coco.anns[ann_id])
+        self.assertGreater(expected.sum(), 20)
+        self.assertAllEqual(mask, expected)
+    self.assertAllEqual(records['1']['groundtruth_is_crowd'],
+                        [False, True, False])
+
+  def test_masks_are_off_by_default(self):
+    _write_image(os.path.join(self.image_dir, 'a.jpg'))
+    anns = [{'id': 1, 'image_id': 1, 'category_id': 1, 'bbox': [2, 2, 9, 9],
+             'segmentation': [[2, 2, 11, 2, 11, 11]]}]
+    summary, prefix = self._convert(
+        [{'id': 1, 'file_name': 'a.jpg', 'height': 48, 'width': 64}], anns)
+    example = tf.train.Example.FromString(_records(prefix)[0].numpy())
+    self.assertNotIn('image/object/mask', example.features.feature)
+    self.assertEqual(summary.masks_written, 0)
+    self.assertIn('masks: not written', summary.as_text())
+
   def test_cli_main_converts(self):
     _write_image(os.path.join(self.image_dir, 'a.jpg'))
     ann = os.path.join(self.root, 'a.json')
@@ -193,10 +261,12 @@ class ConvertCocoTest(tf.test.TestCase, parameterized.TestCase):
       flags.FLAGS.mark_as_parsed()
     with flagsaver.flagsaver(image_dir=self.image_dir, annotations_json=ann,
                              output_prefix=prefix, num_shards=2,
-                             num_workers=0):
+                             num_workers=0, include_masks=True):
       create_coco_tfrecord.main(['prog'])
     self.assertLen(glob.glob(prefix + '-0000[01]-of-00002.tfrecord'), 2)
     self.assertLen(_records(prefix), 1)
+    example = tf.train.Example.FromString(_records(prefix)[0].numpy())
+    self.assertIn('image/object/mask', example.features.feature)
 
 
 if __name__ == '__main__':

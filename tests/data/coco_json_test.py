@@ -42,18 +42,23 @@ class LoadCocoTest(parameterized.TestCase):
             {'image_id': 'x7', 'category_id': 7, 'bbox': [0, 0, 2, 3]},
             {'image_id': 20, 'category_id': 90, 'bbox': [1.5, 2, 10, 4],
              'iscrowd': 1, 'area': 33},
-            {'image_id': 20, 'category_id': 7, 'bbox': [0, 1, 2, 5]}]})
+            {'image_id': 20, 'category_id': 7, 'bbox': [0, 1, 2, 5], 'id': 12,
+             'segmentation': [[0, 1, 2, 1, 2, 6]]}]})
     coco = coco_json.load_coco(path)
     self.assertEqual(coco.categories, {90: 'ninety', 7: 'seven'})
     self.assertEqual([(i.id, i.file_name, i.height, i.width) for i in coco.images],
                      [(20, 'b.jpg', 30, 40), ('x7', 'c.png', 5, 6)])
     first, second = coco.images
     self.assertEqual(first.annotations, [
-        {'category_id': 90, 'bbox': [1.5, 2.0, 10.0, 4.0], 'iscrowd': 1, 'area': 33.0},
-        # Defaults: not a crowd, area = width * height of the box.
-        {'category_id': 7, 'bbox': [0.0, 1.0, 2.0, 5.0], 'iscrowd': 0, 'area': 10.0}])
+        {'category_id': 90, 'bbox': [1.5, 2.0, 10.0, 4.0], 'iscrowd': 1, 'area': 33.0,
+         'id': None, 'index': 1, 'segmentation': None},
+        # Defaults: not a crowd, area = width * height of the box; the
+        # segmentation is kept as found (checked only when writing masks).
+        {'category_id': 7, 'bbox': [0.0, 1.0, 2.0, 5.0], 'iscrowd': 0, 'area': 10.0,
+         'id': 12, 'index': 2, 'segmentation': [[0, 1, 2, 1, 2, 6]]}])
     self.assertEqual(second.annotations, [
-        {'category_id': 7, 'bbox': [0.0, 0.0, 2.0, 3.0], 'iscrowd': 0, 'area': 6.0}])
+        {'category_id': 7, 'bbox': [0.0, 0.0, 2.0, 3.0], 'iscrowd': 0, 'area': 6.0,
+         'id': None, 'index': 0, 'segmentation': None}])
     self.assertIsInstance(second.annotations[0]['bbox'][0], float)
 
   def test_annotations_may_be_absent_and_boxes_outside_are_kept(self):
