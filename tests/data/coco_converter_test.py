@@ -110,6 +110,23 @@ class ConvertCocoTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(mg['groundtruth_is_crowd'], [True])
     self.assertEqual(mg['image'].shape, (48, 64, 3))
 
+  def test_model_garden_decoder_reads_the_masks(self):
+    from official.vision.dataloaders import tf_example_decoder  # pylint: disable=g-import-not-at-top
+    _write_image(os.path.join(self.image_dir, 'a.jpg'))
+    _, prefix = self._convert(
+        [{'id': 5, 'file_name': 'a.jpg', 'height': 48, 'width': 64}],
+        [{'image_id': 5, 'category_id': 1, 'bbox': [8, 4, 16, 20],
+          'segmentation': [[8, 4, 24, 4, 24, 24, 8, 24]]}],
+        include_masks=True)
+    record = _records(prefix)[0]
+    mg = tf_example_decoder.TfExampleDecoder(include_mask=True).decode(record)
+    ours = decoder_lib.DetectionDecoder(decode_masks=True).decode(record)
+    self.assertEqual(mg['groundtruth_instance_masks'].shape, (1, 48, 64))
+    self.assertAllEqual(mg['groundtruth_instance_masks'],
+                        ours['groundtruth_instance_masks'])
+    self.assertEqual(float(tf.reduce_sum(mg['groundtruth_instance_masks'])),
+                     16 * 20)
+
   def test_bad_input_is_skipped_converted_clipped_or_dropped(self):
     for name, mode, fmt in [('rgb.jpg', 'RGB', 'JPEG'),
                             ('gray.jpg', 'L', 'JPEG'),
