@@ -71,7 +71,7 @@ class FrozenFunction:
     return total
 
 
-def _frozen_graph_def(concrete):
+def _frozen_graph_def(concrete, lower_control_flow=True):
   """`(GraphDef with variables as constants, names of the remaining inputs)`.
 
   The first half of `convert_variables_to_constants_v2`, which would also
@@ -80,11 +80,13 @@ def _frozen_graph_def(concrete):
   """
   try:
     data = convert_to_constants._FunctionConverterDataInEager(  # pylint: disable=protected-access
-        func=concrete, lower_control_flow=True, aggressive_inlining=False)
+        func=concrete, lower_control_flow=lower_control_flow,
+        aggressive_inlining=False)
     graph_def, converted = convert_to_constants._replace_variables_by_constants(  # pylint: disable=protected-access
         converter_data=data)
   except AttributeError:
-    frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
+    frozen = convert_to_constants.convert_variables_to_constants_v2(
+        concrete, lower_control_flow=lower_control_flow)
     return frozen.graph.as_graph_def(), [t.name for t in frozen.inputs]
   captures = concrete.graph.internal_captures
   converted = {id(captures[i]) for i in converted}
@@ -92,7 +94,8 @@ def _frozen_graph_def(concrete):
 
 
 def freeze(fn: Callable, input_signature: Sequence[tf.TensorSpec],
-           fold_batch_norm: bool = True) -> FrozenFunction:
+           fold_batch_norm: bool = True,
+           lower_control_flow: bool = True) -> FrozenFunction:
   """Traces `fn`, turns its variables into constants, optionally folds batch norms.
 
   Args:
@@ -101,6 +104,12 @@ def freeze(fn: Callable, input_signature: Sequence[tf.TensorSpec],
     input_signature: one `tf.TensorSpec` per argument; dimensions may be None
       (e.g. the batch).
     fold_batch_norm: fold inference batch norms into the preceding convs.
+    lower_control_flow: lower functional `While`/`If` to v1 control flow
+      (Switch/Merge frames). False keeps them functional: needed when the
+      graph chains several `tf.map_fn`s (Mask R-CNN's proposals and
+      post-processing), whose lowered frames TensorFlow then refuses to run
+      ("has inputs from different frames"). Batch norms in the top-level
+      graph fold either way.
 
   Returns:
     A `FrozenFunction`.
@@ -113,7 +122,7 @@ def freeze(fn: Callable, input_signature: Sequence[tf.TensorSpec],
     ```
   """
   concrete = tf.function(fn, autograph=False).get_concrete_function(*input_signature)
-  graph_def, input_names = _frozen_graph_def(concrete)
+  graph_def, input_names = _frozen_graph_def(concrete, lower_control_flow)
   output_names = [t.name for t in concrete.outputs]
   report = None
   if fold_batch_norm:

@@ -77,5 +77,23 @@ class FreezeTest(tf.test.TestCase):
     self.assertAllClose(traced(x), 2.0 * model(x, training=False), rtol=1e-4, atol=1e-4)
 
 
+  def test_chained_map_fns_need_unlowered_control_flow(self):
+    """Two `tf.map_fn`s in a row (Mask R-CNN's proposals, then detections)."""
+    scale = tf.Variable([2.0, 3.0])
+
+    def fn(x):
+      y = tf.map_fn(lambda row: row + 1.0, x * scale)
+      return {'z': tf.map_fn(lambda row: row * tf.reduce_sum(row), y)}
+
+    x = tf.constant([[1.0, 2.0], [3.0, 4.0]])
+    frozen = inference_graph.freeze(fn, [tf.TensorSpec([None, 2])],
+                                    fold_batch_norm=False, lower_control_flow=False)
+    self.assertAllClose(frozen(x)['z'], fn(x)['z'])
+    self.assertIn('StatelessWhile', _ops(frozen.graph_def))
+    lowered = inference_graph.freeze(fn, [tf.TensorSpec([None, 2])],
+                                     fold_batch_norm=False)
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, 'different frames'):
+      lowered(x)
+
 if __name__ == '__main__':
   tf.test.main()
