@@ -75,9 +75,11 @@ def generate_detections(class_outputs, box_outputs, rois, image_shape, *,
         iou_threshold=nms_iou_threshold)
     count = tf.shape(selected)[0]
     pad = [[0, max_detections - count]]
-    return (tf.pad(tf.gather(cand_boxes, selected), pad + [[0, 0]]),
-            tf.pad(tf.gather(top, selected), pad),
-            tf.pad(tf.gather(cand_classes, selected), pad), count)
+    return (tf.ensure_shape(tf.pad(tf.gather(cand_boxes, selected), pad + [[0, 0]]),
+                            [max_detections, 4]),
+            tf.ensure_shape(tf.pad(tf.gather(top, selected), pad), [max_detections]),
+            tf.ensure_shape(tf.pad(tf.gather(cand_classes, selected), pad),
+                            [max_detections]), count)
 
   batch = class_outputs.shape[0]
   if batch is not None:

@@ -52,7 +52,8 @@ def generate_proposals(rpn_scores, rpn_boxes, anchors, image_shape, *,
   Returns:
     `(boxes, scores)`: float32 `[B, P, 4]` ymin, xmin, ymax, xmax in input
     pixels and float32 `[B, P]` sigmoid scores in descending order, with
-    `P = min(num_proposals, sum over levels of min(H_l W_l A, num_proposals))`.
+    `P = min(num_proposals, sum over levels of min(H_l W_l A, pre_nms_top_k,
+    num_proposals))`.
   """
   levels = sorted(rpn_scores, key=int)
   image_shape = tf.cast(image_shape, tf.float32)
@@ -71,7 +72,7 @@ def generate_proposals(rpn_scores, rpn_boxes, anchors, image_shape, *,
                                  tf.gather(level_anchors, top_index))
     boxes = box_ops.clip_boxes(boxes, image_shape[:, None, :])
     top_scores = tf.sigmoid(top_scores)
-    keep = min(n, num_proposals)
+    keep = min(k, num_proposals)
 
     def nms_one(args, keep=keep):
       return _nms_padded(args[0], args[1], keep, nms_iou_threshold)

@@ -1,0 +1,124 @@
+"""Mask R-CNN model: outputs of both call modes, compilation, config round trip."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from spinenet.modeling import keras_objects
+from spinenet.modeling import maskrcnn as maskrcnn_lib
+from spinenet.modeling import profile
+from spinenet.modeling import registry
+
+SIZE = 128
+NUM_CLASSES = 5
+
+
+def _tiny(**kwargs):
+  return registry.build_maskrcnn(
+      '49S', num_classes=NUM_CLASSES, input_size=SIZE, filter_size_scale=0.25,
+      endpoints_num_filters=32, rpn_filters=32, box_filters=32, fc_dims=64,
+      mask_filters=32,
+      proposal_config=maskrcnn_lib.ProposalConfig(num_proposals=200, test_num_proposals=100),
+      roi_sampler_config=maskrcnn_lib.ROISamplerConfig(num_sampled_rois=64,
+                                                       num_sampled_masks=16),
+      detection_config=maskrcnn_lib.DetectionConfig(max_detections=20), **kwargs)
+
+
+@pytest.fixture(scope='module')
+def model():
+  return _tiny()
+
+
+def _features(batch=2, seed=0):
+  rng = np.random.default_rng(seed)
+  info = np.array([[[SIZE, SIZE], [SIZE, SIZE], [1, 1], [0, 0]],
+                   [[100, 90], [100, 90], [1, 1], [0, 0]]], np.float32)[:batch]
+  gt_boxes = np.array([[10, 10, 60, 50], [70, 20, 120, 100], [-1, -1, -1, -1]], np.float32)
+  masks = (rng.uniform(size=(batch, 3, 112, 112)) > 0.5).astype(np.float32)
+  masks[:, 2] = 0
+  return {'images': tf.constant(rng.normal(size=(batch, SIZE, SIZE, 3)), tf.float32),
+          'image_info': tf.constant(info),
+          'gt_boxes': tf.constant(np.tile(gt_boxes, (batch, 1, 1))),
+          'gt_classes': tf.constant(np.tile([[1, 3, -1]], (batch, 1)), tf.int32),
+          'gt_masks': tf.constant(masks)}
+
+
+def _check_rpn(out, batch):
+  for level in range(3, 8):
+    h = SIZE // 2**level
+    assert out['rpn_scores'][str(level)].shape == (batch, h, h, 3)
+    assert out['rpn_boxes'][str(level)].shape == (batch, h, h, 12)
+    assert out['rpn_scores'][str(level)].dtype == tf.float32
+
+
+def test_training_outputs(model):
+  out = model(_features(), training=True)
+  assert sorted(out) == sorted(maskrcnn_lib.MaskRCNN.OUTPUTS['train'])
+  _check_rpn(out, 2)
+  expected = {'class_outputs': ((2, 64, NUM_CLASSES), tf.float32),
+              'box_outputs': ((2, 64, 4 * NUM_CLASSES), tf.float32),
+              'class_targets': ((2, 64), tf.int32), 'box_targets': ((2, 64, 4), tf.float32),
+              'mask_outputs': ((2, 16, 28, 28), tf.float32),
+              'mask_targets': ((2, 16, 28, 28), tf.float32),
+              'mask_class_targets': ((2, 16), tf.int32)}
+  for key, (shape, dtype) in expected.items():
+    assert out[key].shape == shape and out[key].dtype == dtype, key
+  cls = out['class_targets'].numpy()
+  assert set(np.unique(cls)) <= {0, 1, 3} and np.all((cls > 0).sum(1) >= 2)
+  mt = out['mask_targets'].numpy()
+  assert mt.min() >= 0 and mt.max() <= 1
+  mc = out['mask_class_targets'].numpy()
+  np.testing.assert_array_equal((mc > 0).sum(1), np.minimum((cls > 0).sum(1), 16))
+  # Gradients reach every head (and the backbone) from a loss on the outputs.
+  with tf.GradientTape() as tape:
+    out = model(_features(), training=True)
+    loss = (tf.reduce_sum(out['class_outputs']) + tf.reduce_sum(out['box_outputs'])
+            + tf.reduce_sum(out['mask_outputs'])
+            + tf.add_n([tf.reduce_sum(v) for v in out['rpn_scores'].values()])
+            + tf.add_n([tf.reduce_sum(v) for v in out['rpn_boxes'].values()]))
+  grads = tape.gradient(loss, model.trainable_variables)
+  missing = [v.name for v, g in zip(model.trainable_variables, grads) if g is None]
+  assert not missing, missing
+
+
+def test_inference_outputs(model):
+  features = _features()
+  features = {k: features[k] for k in ('images', 'image_info')}
+  fn = tf.function(lambda f: model(f, training=False))
+  out = fn(features)
+  assert sorted(out) == sorted(maskrcnn_lib.MaskRCNN.OUTPUTS['inference'])
+  _check_rpn(out, 2)
+  assert out['detection_boxes'].shape == (2, 20, 4)
+  assert out['detection_scores'].shape == (2, 20)
+  assert out['detection_classes'].shape == (2, 20) and out['detection_classes'].dtype == tf.int32
+  assert out['num_detections'].shape == (2,) and out['num_detections'].dtype == tf.int32
+  assert out['detection_masks'].shape == (2, 20, 28, 28)
+  m = out['detection_masks'].numpy()
+  assert m.min() >= 0 and m.max() <= 1
+  boxes = out['detection_boxes'].numpy()
+  assert boxes[1, :, [0, 2]].max() <= 100 and boxes[1, :, [1, 3]].max() <= 90
+
+
+def test_config_round_trip_gives_identical_outputs(model):
+  clone = maskrcnn_lib.MaskRCNN.from_config(model.get_config(),
+                                            keras_objects.custom_objects())
+  features = _features(seed=1)
+  features = {k: features[k] for k in ('images', 'image_info')}
+  clone(features, training=False)
+  clone.set_weights(model.get_weights())
+  assert clone.roi_sampler_config == model.roi_sampler_config
+  assert clone.anchor_config == model.anchor_config
+  a, b = model(features, training=False), clone(features, training=False)
+  for key in ('detection_boxes', 'detection_scores', 'detection_masks'):
+    np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-5, atol=1e-6)
+  for level in a['rpn_scores']:
+    np.testing.assert_allclose(a['rpn_scores'][level], b['rpn_scores'][level], rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_recipes_of_every_id():
+  # Head widths and anchors as the authors' spinenet*_mrcnn configs set them.
+  assert registry.get_maskrcnn_spec('49S').fc_dims == 512
+  assert registry.get_maskrcnn_spec('190').anchor_size == 5.0
+  assert registry.get_maskrcnn_spec('49').activation == 'relu'
+  for model_id in registry.MODELS:
+    registry.get_maskrcnn_spec(model_id)
