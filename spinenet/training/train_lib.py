@@ -6,6 +6,8 @@
     ckpt-<step>.*, checkpoint     training checkpoints (model + optimizer)
     train/, eval/                 TensorBoard summaries
     eval/metrics.json             latest evaluation, also metrics-<step>.json
+                                  (eval/ also holds a few drawn validation
+                                  predictions as image summaries)
     config.gin, operative_config.gin   written by the CLI
 
 Training resumes from the latest checkpoint in `model_dir`; it saves every
@@ -29,6 +31,7 @@ import tf_keras as keras
 from spinenet.training import base_task
 from spinenet.training import coco_evaluator
 from spinenet.training import freezing
+from spinenet.training import image_summaries
 from spinenet.training import initialization
 from spinenet.training import optimization
 from spinenet.training import strategies
@@ -51,6 +54,9 @@ class TrainerOptions:
     eval_steps: evaluation batches (-1: the whole split).
     eval_timeout: `continuous_eval` stops after this many seconds without a
       new checkpoint (None: waits until `train_steps` is reached).
+    eval_image_summaries: after each evaluation, this many validation images
+      with their predictions drawn (boxes, masks) are written as TensorBoard
+      image summaries to `model_dir/eval` (detection tasks; 0: none).
     init_checkpoint: optional checkpoint (a prefix, or a directory: its
       latest) whose `model` initializes a new run (ignored when `model_dir`
       has a checkpoint): a training checkpoint of this project or
@@ -76,6 +82,7 @@ class TrainerOptions:
   eval_interval: Optional[int] = None
   eval_steps: int = -1
   eval_timeout: Optional[float] = None
+  eval_image_summaries: int = 4
   init_checkpoint: str = ''
   init_checkpoint_parts: str = 'all'
   freeze_backbone: bool = False
@@ -95,6 +102,9 @@ class TrainerOptions:
       raise ValueError('TrainerOptions.init_checkpoint_parts must be one of '
                        f'{initialization.PARTS}. Received: '
                        f'{self.init_checkpoint_parts!r}')
+    if self.eval_image_summaries < 0:
+      raise ValueError('TrainerOptions.eval_image_summaries must be >= 0. '
+                       f'Received: {self.eval_image_summaries}')
     if self.eval_interval is not None and self.eval_interval < 1:
       raise ValueError('TrainerOptions.eval_interval must be >= 1 or None. '
                        f'Received: {self.eval_interval}')
@@ -300,6 +310,11 @@ def build_experiment(task: base_task.Task, mode: str, model_dir: str,
       cleanups.append(preemption.close)
   if evaluating and chief:
     eval_actions.append(_WriteMetrics(os.path.join(model_dir, 'eval'), step))
+    if o.eval_image_summaries:
+      eval_actions.append(image_summaries.EvalImageSummaries(
+          task, model, os.path.join(model_dir, 'eval'), step,
+          o.eval_image_summaries,
+          swap_weights=runner._swap_ema_weights if runner.ema else None))  # pylint: disable=protected-access
   controller = orbit.Controller(
       global_step=step, trainer=runner if training else None,
       evaluator=runner if evaluating else None, strategy=strategy,
