@@ -116,10 +116,11 @@ class TFLiteOptions:
       LiteRT has no int8 hard swish, so int8 HARD_SWISH ops run as builtin
       kernels and cut the XNNPACK graph into dozens of partitions (58 for
       mobile-49S, int8 ~3x slower than float); float hard swish and the
-      conversions are delegated. The others are post-processing ops that
-      the name-scope denylist does not keep float on its own (the quantizer
-      still gave TOPK_V2, UNPACK, ... int8 tensors: int8 AP 0.111 -> 0.149
-      of the demo model with them float). `()` quantizes every op.
+      conversions are delegated. The others are post-processing op types:
+      with them float the levels are concatenated in float32 (each level's
+      head output dequantized with its own scale) and top-k ranks float
+      logits, not int8 ones with ties. `()` quantizes every op outside the
+      post-processing scope.
   """
   quantization: str = 'none'
   calibration_images: int = 200
@@ -245,6 +246,15 @@ def _frozen_network(model):
                                             [spec])
 
 
+def _tflite_task(model) -> str:
+  """'detection' or 'classification' of `model`; other exportable models refused."""
+  task = export_lib._task_of(model)  # pylint: disable=protected-access
+  if task not in ('detection', 'classification'):
+    raise ValueError(f'{model.name}: TFLite export covers RetinaNet detectors and '
+                     f'classifiers, not {task} models (use --format=saved_model).')
+  return task
+
+
 def tflite_function(model, options: TFLiteOptions = TFLiteOptions()):
   """The `tf.function` converted to TFLite: pixels `[1, H, W, 3]` -> outputs.
 
@@ -259,7 +269,7 @@ def tflite_function(model, options: TFLiteOptions = TFLiteOptions()):
   Returns:
     `(concrete function, output names in contract order)`.
   """
-  task = export_lib._task_of(model)  # pylint: disable=protected-access
+  task = _tflite_task(model)
   input_size, network = _frozen_network(model)
   input_spec = tf.TensorSpec([1, *input_size, 3], tf.float32, name=INPUT_NAME)
   if task == 'classification':
@@ -550,26 +560,38 @@ def _quantize_calibrated(calibrated: bytes, float_scope: Optional[str],
                          float_ops: Sequence[str] = ()) -> bytes:
   """Full-integer quantization of a calibrated model, `float_scope` left float.
 
+  Denylisting the scope's ops is not enough: the quantizer still rounds
+  every tensor that carries calibration statistics, putting a QUANTIZE /
+  DEQUANTIZE pair between two float ops (measured: the decoded box
+  coordinates of the demo model went through int8 with scales of 8-39
+  pixels, and `num_detections` with 0.39; int8 AP 0.149 instead of float's
+  0.338). So the statistics of every tensor computed from the scope's ops
+  (`float_scope_tensors`) are removed first: without a range nothing is
+  quantized there.
+
   Args:
     calibrated: the converter's output with `_experimental_calibrate_only`.
-    float_scope: ops whose output tensor names contain `float_scope + '/'`
-      are denylisted (kept float32); None quantizes everything.
+    float_scope: ops whose output tensor names contain `float_scope + '/'`,
+      and everything computed from them, stay float32; None quantizes
+      everything.
     float_ops: builtin op names (e.g. 'HARD_SWISH') kept float32.
 
   Returns:
     The quantized flatbuffer: uint8 input, float32 outputs.
   """
   from tensorflow.lite.python import convert as convert_lib  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
+  from tensorflow.lite.python import util as util_lib  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
   denylisted = []
   if float_scope:
     model = flatbuffer_utils.read_model_from_bytearray(calibrated)
     for subgraph in model.subgraphs:
-      for op in subgraph.operators:
-        for i in op.outputs:
-          name = _text(subgraph.tensors[i].name)
-          if f'{float_scope}/' in name:
-            denylisted.append(name)
-  from tensorflow.lite.python import util as util_lib  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
+      for index in float_scope_tensors(subgraph, float_scope):
+        tensor = subgraph.tensors[index]
+        tensor.quantization = None  # no calibrated range: stays float32
+        name = _text(tensor.name)
+        if f'{float_scope}/' in name:
+          denylisted.append(name)
+    calibrated = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
   quantized = convert_lib.mlir_quantize(
       calibrated, disable_per_channel=False, fully_quantize=False,
       denylisted_ops=list(float_ops) or None, denylisted_nodes=denylisted or None)
@@ -577,6 +599,29 @@ def _quantize_calibrated(calibrated: bytes, float_scope: Optional[str],
   # (the int8 zero point + 128) as the converter itself does for
   # `inference_input_type = tf.uint8`.
   return util_lib.modify_model_io_type(quantized, tf.uint8, tf.float32)
+
+
+def float_scope_tensors(subgraph, float_scope: str) -> List[int]:
+  """Tensors of a flatbuffer subgraph (object API) computed under `float_scope`.
+
+  The outputs of every op with an output named `float_scope/...` and,
+  transitively, the outputs of every op reading one of them (e.g. the
+  graph's detection outputs, renamed by the converter).
+
+  Returns:
+    Sorted tensor indices.
+  """
+  names = [_text(t.name) for t in subgraph.tensors]
+  inside = set()
+  for op in subgraph.operators:
+    outputs = [int(i) for i in op.outputs]
+    if any(f'{float_scope}/' in names[i] for i in outputs):
+      inside.update(outputs)
+  # Operators are stored in execution order: one forward pass closes the set.
+  for op in subgraph.operators:
+    if any(int(i) in inside for i in op.inputs if i >= 0):
+      inside.update(int(i) for i in op.outputs)
+  return sorted(inside)
 
 
 def finalize_flatbuffer(model_bytes: bytes, output_names: Sequence[str],
@@ -677,7 +722,7 @@ def export_tflite(model_fn: Callable, export_dir: str, *,
                      '--calibration_file_pattern).')
   model = export_lib.build_model(model_fn, 'float32')
   restored = export_lib.restore_weights(model, checkpoint) if checkpoint else None
-  task = export_lib._task_of(model)  # pylint: disable=protected-access
+  task = _tflite_task(model)
   num_classes = int(model.head.get_config()['num_classes'])
   categories = export_lib.class_mapping(num_classes, label_map, class_to_category, task)
   names = {int(k): str(v) for k, v in (label_map or {}).items()}
