@@ -18,6 +18,15 @@ Export options (`ExportOptions`):
 * `precision='bfloat16'`: the network computes in bfloat16 (Keras
   `mixed_bfloat16`); pre- and post-processing stay float32. Worth it on CPUs
   with AVX512-BF16 or AMX (and TPUs); elsewhere bfloat16 is emulated.
+* `mask_format` (Mask R-CNN): 'dense' (default) adds `detection_masks` uint8
+  `[B, N, H, W]`; 'png' adds `detection_masks_png_bytes` string `[B, N]`
+  instead, one PNG per detection (REST responses of a few kilobytes rather
+  than megabytes). See `signatures` and docs/serving.md.
+
+Models: RetinaNet ('detection'), Mask R-CNN ('instance_segmentation': the
+whole network, proposals, heads and detection post-processing included, is
+frozen; masks are pasted into the caller's pixels after it) and classifiers
+('classification').
 """
 import dataclasses
 import json
@@ -34,6 +43,7 @@ import tf_keras as keras
 import spinenet
 from spinenet.data import coco_converter
 from spinenet.modeling import classifier as classifier_lib
+from spinenet.modeling import maskrcnn as maskrcnn_lib
 from spinenet.modeling import retinanet as retinanet_lib
 from spinenet.modeling import winograd_conv
 from spinenet.serving import export_module
@@ -56,12 +66,15 @@ class ExportOptions:
     max_image_pixels: larger input images are refused (decompression bombs).
     top_k: classification: classes reported per image.
     center_crop_fraction: classification: central crop side / short side.
+    mask_format: Mask R-CNN: 'dense' (`detection_masks` uint8 [B, N, H, W])
+      or 'png' (`detection_masks_png_bytes` string [B, N]).
   """
   precision: str = 'float32'
   fold_batch_norm: bool = True
   max_image_pixels: int = preprocessing.DEFAULT_MAX_PIXELS
   top_k: int = 5
   center_crop_fraction: float = preprocessing.CENTER_CROP_FRACTION
+  mask_format: str = 'dense'
 
   def __post_init__(self):
     if self.precision not in PRECISIONS:
@@ -75,6 +88,9 @@ class ExportOptions:
     if not 0.0 < self.center_crop_fraction <= 1.0:
       raise ValueError('`center_crop_fraction` must be in (0, 1]. Received: '
                        f'center_crop_fraction={self.center_crop_fraction}')
+    if self.mask_format not in sig.MASK_FORMATS:
+      raise ValueError(f'`mask_format` must be one of {sig.MASK_FORMATS}. Received: '
+                       f'mask_format={self.mask_format!r}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,14 +165,38 @@ def build_model(model_fn: Callable, precision: str = 'float32'):
 def _task_of(model):
   if isinstance(model, retinanet_lib.RetinaNet):
     return 'detection'
+  if isinstance(model, maskrcnn_lib.MaskRCNN):
+    return 'instance_segmentation'
   if isinstance(model, classifier_lib.Classifier):
     return 'classification'
   raise TypeError(f'Cannot export a {type(model).__name__}; expected a '
-                  'spinenet RetinaNet or Classifier.')
+                  'spinenet RetinaNet, MaskRCNN or Classifier.')
 
 
 def _num_classes(model):
-  return int(model.head.get_config()['num_classes'])
+  head = model.box_head if isinstance(model, maskrcnn_lib.MaskRCNN) else model.head
+  return int(head.get_config()['num_classes'])
+
+
+def _maskrcnn_network(model, input_size, fold_batch_norm):
+  """`(network(images, image_info) -> detections, variables, folded count)`.
+
+  Only the detection outputs leave the network (the RPN maps are not
+  computed for nothing).
+  """
+  keys = ('detection_boxes', 'detection_scores', 'detection_classes',
+          'num_detections', 'detection_masks')
+
+  def detect(images, image_info):
+    outputs = model({'images': images, 'image_info': image_info}, training=False)
+    return {k: outputs[k] for k in keys}
+
+  if not fold_batch_norm:
+    return detect, model.variables, None
+  frozen = inference_graph.freeze(
+      detect, [tf.TensorSpec([None, *input_size, 3], tf.float32),
+               tf.TensorSpec([None, 4, 2], tf.float32)], lower_control_flow=False)
+  return frozen, (), len(frozen.fold_report.folded)
 
 
 def class_mapping(num_classes: int, label_map: Optional[Dict[int, str]],
@@ -197,8 +237,9 @@ def build_export_module(model, options: ExportOptions = ExportOptions(),
   """The `tf.Module` to save for `model` (built under `options.precision`).
 
   Returns:
-    `(module, info)`: an `export_module.DetectionExportModule` or
-    `ClassificationExportModule`, and a dict describing it.
+    `(module, info)`: an `export_module.DetectionExportModule`,
+    `MaskRCNNExportModule` or `ClassificationExportModule`, and a dict
+    describing it.
   """
   task = _task_of(model)
   input_size = export_module.network_input_size(model)
@@ -208,12 +249,25 @@ def build_export_module(model, options: ExportOptions = ExportOptions(),
   num_classes = _num_classes(model)
   categories = class_mapping(num_classes, label_map, class_to_category, task)
   spec = tf.TensorSpec([None, *input_size, 3], tf.float32)
+  names = dict(label_map or {})
   info = dict(task=task, model=model.name, input_size=list(input_size),
               num_classes=num_classes, precision=options.precision,
               fold_batch_norm=options.fold_batch_norm,
               max_image_pixels=options.max_image_pixels,
               signatures={s: sig.INPUT_KEYS[s] for s in sig.SIGNATURES},
               spinenet_version=spinenet.__version__)
+  if task == 'instance_segmentation':
+    network, variables, folded = _maskrcnn_network(model, input_size,
+                                                   options.fold_batch_norm)
+    if folded is not None:
+      info['batch_norms_folded'] = folded
+    info.update(detection_config=dataclasses.asdict(model.detection_config),
+                mask_format=options.mask_format,
+                mask_output=sig.MASK_OUTPUTS[options.mask_format])
+    module = export_module.MaskRCNNExportModule(
+        network, input_size, categories, names, mask_format=options.mask_format,
+        variables=variables, max_image_pixels=options.max_image_pixels, assets=assets)
+    return module, info
   if options.fold_batch_norm:
     network = inference_graph.freeze(lambda x: model(x, training=False), [spec])
     info['batch_norms_folded'] = len(network.fold_report.folded)
@@ -223,7 +277,6 @@ def build_export_module(model, options: ExportOptions = ExportOptions(),
     variables = model.variables
   kwargs = dict(variables=variables, max_image_pixels=options.max_image_pixels,
                 assets=assets)
-  names = dict(label_map or {})
   if task == 'detection':
     detection_config = dataclasses.asdict(model.detection_config)
     info['detection_config'] = detection_config
@@ -247,8 +300,8 @@ def export_saved_model(model_fn: Callable, export_dir: str, *,
   """Builds, restores and exports a model as `export_dir/<version>/`.
 
   Args:
-    model_fn: no-argument callable returning a built RetinaNet or Classifier
-      (e.g. a gin task's `build_model`).
+    model_fn: no-argument callable returning a built RetinaNet, MaskRCNN or
+      Classifier (e.g. a gin task's `build_model`).
     export_dir: the model's base path (TF Serving's `--model_base_path`);
       local or `gs://`.
     checkpoint: checkpoint prefix or model_dir; None exports the weights

@@ -156,6 +156,83 @@ class DetectionExportTest(tf.test.TestCase):
                   image_bytes=[serving_testing.encode(self.pixels, 'JPEG')[:200]])
 
 
+class MaskRCNNExportTest(tf.test.TestCase):
+  """The tiny Mask R-CNN, exported (batch norms folded) and loaded."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp()
+    cls.model = serving_testing.maskrcnn_fn(seed=0)()
+    checkpoint = serving_testing.write_checkpoint(cls.model, os.path.join(cls.tmp, 'ckpt'))
+    cls.result = export_lib.export_saved_model(
+        serving_testing.maskrcnn_fn(seed=1), os.path.join(cls.tmp, 'export'),
+        checkpoint=checkpoint, label_map=LABEL_MAP, class_to_category=CLASS_TO_CATEGORY)
+    cls.loaded = tf.saved_model.load(cls.result.path)
+    cls.pixels = serving_testing.image(96, 144)
+    cls.reference = serving_testing.keras_maskrcnn(cls.model, cls.pixels)
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.tmp, ignore_errors=True)
+    super().tearDownClass()
+
+  def _check(self, outputs, index=0, masks_key=sig.DETECTION_MASKS):
+    ref = self.reference
+    num = int(outputs[sig.NUM_DETECTIONS][index])
+    self.assertEqual(num, len(ref['scores']))
+    self.assertAllClose(outputs[sig.DETECTION_SCORES][index, :num], ref['scores'], atol=1e-4)
+    self.assertAllClose(outputs[sig.DETECTION_BOXES][index, :num], ref['boxes'], atol=0.02)
+    self.assertAllEqual(outputs[sig.DETECTION_CLASSES][index, :num],
+                        np.take(CLASS_TO_CATEGORY, ref['classes']))
+    if masks_key == sig.DETECTION_MASKS:
+      masks = outputs[masks_key][index].numpy()
+      self.assertEqual(masks.dtype, np.uint8)
+      self.assertAllEqual(masks[num:], np.zeros_like(masks[num:]))
+      masks = masks[:num]
+    else:
+      pngs = outputs[masks_key][index].numpy()
+      self.assertTrue(all(p == b'' for p in pngs[num:]))
+      masks = np.stack([tf.io.decode_png(p)[..., 0].numpy() for p in pngs[:num]])
+    self.assertEqual(masks.shape, ref['masks'].shape)
+    # Folding changes float rounding: a pixel may cross the 0.5 threshold.
+    differ = np.sum(masks != ref['masks'])
+    self.assertLessEqual(differ, 0.001 * ref['masks'].size + 2)
+    self.assertGreater(np.sum(ref['masks']), 500)
+
+  def test_the_reference_has_masks_of_varied_sizes(self):
+    areas = self.reference['masks'].sum((1, 2))
+    self.assertGreater(len(areas), 5)
+    self.assertGreater(areas.max(), 2 * max(areas.min(), 1))
+
+  def test_info(self):
+    self.assertEqual(self.result.task, 'instance_segmentation')
+    self.assertEqual(self.result.info['mask_output'], sig.DETECTION_MASKS)
+    self.assertGreater(self.result.info['batch_norms_folded'], 20)
+
+  def test_three_signatures_carry_masks_in_the_callers_pixels(self):
+    encoded = serving_testing.encode(self.pixels, 'PNG')
+    for outputs in (
+        self.loaded.signatures[sig.IMAGE_TENSOR](images=tf.constant(self.pixels[None])),
+        self.loaded.signatures[sig.IMAGE_BYTES](image_bytes=tf.constant([encoded])),
+        self.loaded.signatures[sig.TF_EXAMPLE](tf_examples=tf.constant(
+            [serving_testing.tf_example(encoded)]))):
+      self.assertCountEqual(outputs, sig.DETECTION_OUTPUTS + (sig.DETECTION_MASKS,))
+      self.assertEqual(outputs[sig.DETECTION_MASKS].shape, (1, 20, 96, 144))
+      self._check(outputs)
+
+  def test_png_masks_unfolded(self):
+    result = export_lib.export_saved_model(
+        lambda: self.model, _tempdir(self), label_map=LABEL_MAP,
+        class_to_category=CLASS_TO_CATEGORY,
+        options=export_lib.ExportOptions(mask_format='png', fold_batch_norm=False))
+    loaded = tf.saved_model.load(result.path)
+    outputs = loaded.signatures[sig.IMAGE_BYTES](image_bytes=tf.constant(
+        [serving_testing.encode(self.pixels, 'PNG')]))
+    self.assertNotIn(sig.DETECTION_MASKS, outputs)
+    self._check(outputs, masks_key=sig.DETECTION_MASKS_PNG)
+
+
 class ExportErrorsTest(tf.test.TestCase):
 
   def test_versions(self):
@@ -188,6 +265,8 @@ class ExportErrorsTest(tf.test.TestCase):
       export_lib.ExportOptions(precision='float16')
     with self.assertRaisesRegex(ValueError, 'center_crop_fraction'):
       export_lib.ExportOptions(center_crop_fraction=0.0)
+    with self.assertRaisesRegex(ValueError, 'mask_format'):
+      export_lib.ExportOptions(mask_format='rle')
 
 
 class ClassificationExportTest(tf.test.TestCase):

@@ -93,6 +93,70 @@ def classifier_fn(seed=0, num_classes=NUM_CLASSES):
   return build
 
 
+MASKRCNN_ARGS = dict(num_classes=NUM_CLASSES, input_size=INPUT_SIZE,
+                     filter_size_scale=0.25, endpoints_num_filters=16,
+                     block_specs=BLOCK_SPECS, rpn_filters=16, box_convs=1,
+                     box_filters=16, fc_dims=32, mask_convs=1, mask_filters=16)
+
+
+def maskrcnn_fn(seed=0, max_detections=20):
+  """No-argument builder of a tiny Mask R-CNN with random statistics and heads.
+
+  50 proposals and `max_detections` detections keep it quick; the mask
+  predictor's random weights give masks of varied shapes (freshly
+  initialized, every mask probability is about 0.5).
+  """
+  from spinenet.modeling import maskrcnn  # pylint: disable=g-import-not-at-top
+
+  def build():
+    keras.utils.set_random_seed(seed)
+    model = registry.build_maskrcnn(
+        '49S', proposal_config=maskrcnn.ProposalConfig(
+            test_pre_nms_top_k=200, test_num_proposals=50),
+        detection_config=maskrcnn.DetectionConfig(max_detections=max_detections),
+        **MASKRCNN_ARGS)
+    randomize(model, seed)
+    rng = np.random.default_rng(seed + 2)
+    for layer in model.submodules:
+      std = {'box_class_predictor': 0.03, 'mask_predictor': 0.3}.get(layer.name)
+      if std:
+        for weight in layer.weights:
+          weight.assign(rng.normal(0.0, std, weight.shape) if 'kernel' in weight.name
+                        else np.zeros(weight.shape))
+    return model
+  return build
+
+
+def keras_maskrcnn(model, pixels):
+  """The Keras Mask R-CNN's detections of `pixels`, through the evaluation parser.
+
+  Returns:
+    dict of NumPy `boxes` `[N, 4]` (pixels of `pixels`, clipped), `scores`,
+    `classes` (class indices) and `masks` uint8 `[N, H, W]` (each box-relative
+    mask pasted over its unclipped box in `pixels`' frame, > 0.5).
+  """
+  from spinenet.ops import mask_ops  # pylint: disable=g-import-not-at-top
+  parser = detection_parser.EvalParser(INPUT_SIZE)
+  data = {'image': tf.constant(pixels), 'source_id': tf.constant('1'),
+          'groundtruth_boxes': tf.zeros([0, 4]),
+          'groundtruth_classes': tf.zeros([0], tf.int32),
+          'groundtruth_is_crowd': tf.zeros([0], tf.bool),
+          'groundtruth_area': tf.zeros([0])}
+  inputs, labels = parser(data)
+  info = labels['image_info']
+  out = model({'images': inputs[tf.newaxis], 'image_info': info[tf.newaxis]},
+              training=False)
+  num = int(out['num_detections'][0])
+  boxes = out['detection_boxes'][0, :num] / tf.tile(info[2], [2])
+  h, w = pixels.shape[:2]
+  masks = mask_ops.binarize(mask_ops.paste_masks(out['detection_masks'][0, :num],
+                                                 boxes, h, w))
+  return {'boxes': np.minimum(np.maximum(boxes.numpy(), 0), [h, w, h, w]),
+          'scores': out['detection_scores'][0, :num].numpy(),
+          'classes': out['detection_classes'][0, :num].numpy(),
+          'masks': masks.numpy()}
+
+
 def image(height=96, width=144, seed=0):
   """A uint8 `[H, W, 3]` image with smooth structure (not pure noise)."""
   rng = np.random.default_rng(seed)
