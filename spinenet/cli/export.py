@@ -3,7 +3,8 @@ r"""Exports a trained model as a TF Serving SavedModel version, or as TFLite.
 Usage:
   spinenet-export --gin_file=experiments/demo_cpu.gin \
     --checkpoint=demo_output/model --export_dir=exports/shapes [--version=N] \
-    [--precision=float32|bfloat16] [--nofold_batch_norm] [--label_map=FILE]
+    [--precision=float32|bfloat16] [--nofold_batch_norm] [--label_map=FILE] \
+    [--mask_format=dense|png]
   spinenet-export --format=tflite --quantization=none|float16|int8 \
     --gin_file=experiments/demo_mobile_cpu.gin --gin_param=... \
     --checkpoint=MODEL_DIR --export_dir=exports/shapes_tflite \
@@ -11,8 +12,10 @@ Usage:
 
 --format=saved_model (default) writes EXPORT_DIR/<version>/ (tag `serve`;
 signatures serving_default (uint8 images), serve_bytes (encoded images),
-serve_tf_example; the label map as an asset). Serve it with TF Serving
-(`--model_base_path=EXPORT_DIR`) or `spinenet-serve`; see docs/serving.md.
+serve_tf_example; the label map as an asset; Mask R-CNN models add
+detection_masks, or detection_masks_png_bytes with --mask_format=png). Serve
+it with TF Serving (`--model_base_path=EXPORT_DIR`) or `spinenet-serve`; see
+docs/serving.md.
 
 --format=tflite writes EXPORT_DIR/model_<float32|float16|int8>.tflite and
 EXPORT_DIR/labels.txt: batch 1, box decoding and NMS inside the file
@@ -27,6 +30,7 @@ from absl import flags
 from spinenet import config
 from spinenet.serving import export_lib
 from spinenet.serving import preprocessing
+from spinenet.serving import signatures as sig
 from spinenet.serving import tflite_export
 
 FORMATS = ('saved_model', 'tflite')
@@ -58,6 +62,11 @@ _MAX_IMAGE_PIXELS = flags.DEFINE_integer(
     'Larger input images are refused.', lower_bound=1)
 _TOP_K = flags.DEFINE_integer('top_k', 5, 'Classification: classes reported.',
                               lower_bound=1)
+_MASK_FORMAT = flags.DEFINE_enum(
+    'mask_format', 'dense', sig.MASK_FORMATS,
+    'Mask R-CNN: dense (detection_masks uint8 [B, N, H, W], 0/1 in the caller\'s '
+    'pixels) or png (detection_masks_png_bytes string [B, N], one PNG per detection: '
+    'REST responses of kilobytes instead of megabytes); see docs/serving.md.')
 _FORMAT = flags.DEFINE_enum('format', 'saved_model', FORMATS,
                             'saved_model (TF Serving) or tflite (mobile).')
 _QUANTIZATION = flags.DEFINE_enum(
@@ -94,7 +103,8 @@ def main(argv):
     return
   options = export_lib.ExportOptions(
       precision=_PRECISION.value, fold_batch_norm=_FOLD_BATCH_NORM.value,
-      max_image_pixels=_MAX_IMAGE_PIXELS.value, top_k=_TOP_K.value)
+      max_image_pixels=_MAX_IMAGE_PIXELS.value, top_k=_TOP_K.value,
+      mask_format=_MASK_FORMAT.value)
   try:
     result = config.export_from_config(
         _GIN_FILE.value, _GIN_PARAM.value, _EXPORT_DIR.value,
@@ -110,7 +120,7 @@ def _export_tflite():
   """--format=tflite."""
   refused = [f'--{name}' for name, flag in (
       ('precision', _PRECISION), ('fold_batch_norm', _FOLD_BATCH_NORM),
-      ('version', _VERSION)) if flag.present]
+      ('version', _VERSION), ('mask_format', _MASK_FORMAT)) if flag.present]
   if refused:
     raise app.UsageError(f'{", ".join(refused)} apply to --format=saved_model only: '
                          'a TFLite file is float32 (--quantization=none), float16 or '
