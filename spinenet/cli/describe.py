@@ -2,6 +2,7 @@ r"""spinenet-describe: parameters, FLOPs and block graph of a model id.
 
   spinenet-describe --model 49 --image_size 640 --task retinanet --json
   spinenet-describe --model mobile-49S --task backbone --plot spine.png
+  spinenet-describe --model 49 --task maskrcnn
 """
 import json
 
@@ -12,7 +13,8 @@ flags.DEFINE_string('model', '49', 'Model id: 49S, 49, 96, 143, 190, mobile-49, 
                     'mobile-49S, mobile-49XS, resnet50-fpn, resnet101-fpn, resnet152-fpn.')
 flags.DEFINE_integer('image_size', None, 'Square input size in pixels (default: the '
                      "id's, or 224 for classification).")
-flags.DEFINE_enum('task', 'retinanet', ['retinanet', 'classification', 'backbone'],
+flags.DEFINE_enum('task', 'retinanet', ['retinanet', 'maskrcnn', 'classification',
+                                        'backbone'],
                   'What to build on the backbone.')
 flags.DEFINE_integer('num_classes', None, 'Classes (default 91 for retinanet, 1000 '
                      'for classification).')
@@ -25,12 +27,18 @@ def format_report(r):
   """Human-readable table of a `profile.describe` result."""
   lines = [f"{r['model']} {r['task']} @ {r['image_size']}x{r['image_size']}"
            + (f", {r['num_classes']} classes" if r['num_classes'] else '')]
-  lines.append(f"{'part':<10}{'params':>14}{'trainable':>14}{'non-train.':>12}"
+  lines.append(f"{'part':<14}{'params':>14}{'trainable':>14}{'non-train.':>12}"
                f"{'GFLOPs (MAdds)':>17}")
-  for part, p in r['params_detail'].items():
+  parts = list(r['params_detail'])
+  parts += [p for p in r['flops_detail'] if p not in parts]
+  parts.remove('total')
+  for part in parts + ['total']:
+    p = r['params_detail'].get(part)
     flops = r['flops_detail'].get(part)
-    lines.append(f"{part:<10}{p['total']:>14,}{p['trainable']:>14,}"
-                 f"{p['non_trainable']:>12,}{flops / 1e9:>17.3f}")
+    row = (f"{p['total']:>14,}{p['trainable']:>14,}{p['non_trainable']:>12,}" if p
+           else f"{'':>14}{'':>14}{'':>12}")
+    lines.append(f"{part:<14}{row}" + (f'{flops / 1e9:>17.3f}' if flops is not None
+                                         else f"{'-':>17}"))
   return '\n'.join(lines)
 
 

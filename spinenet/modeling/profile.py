@@ -77,15 +77,19 @@ def describe(model_id, image_size=None, task='retinanet', num_classes=None,
   Args:
     model_id: a registry id ('49', 'mobile-49S', 'resnet50-fpn', ...).
     image_size: int input size; defaults to the id's (224 for classification).
-    task: 'retinanet', 'classification' or 'backbone'.
-    num_classes: defaults to 91 (retinanet) or 1000 (classification).
+    task: 'retinanet', 'maskrcnn', 'classification' or 'backbone'.
+    num_classes: defaults to 91 (retinanet, maskrcnn) or 1000 (classification).
     **overrides: passed to the registry builder.
 
   Returns:
     dict: `model`, `task`, `image_size`, `num_classes`, `params` (total, every
     weight incl. batch-norm moving statistics), `flops` (multiply-adds,
     total), and `params_detail` / `flops_detail` per part (backbone, head,
-    total; params split into trainable and non-trainable).
+    total; params split into trainable and non-trainable). Mask R-CNN counts
+    its inference graph (1000 proposals through the box head, 100 detections
+    through the mask head), parts backbone, rpn_head, box_head, mask_head;
+    its FLOPs split into backbone, rpn_head and the rest (`second_stage`:
+    proposals, RoIAlign, box and mask heads, post-processing).
   """
   from spinenet.modeling import registry  # pylint: disable=g-import-not-at-top
   model_id = registry.resolve(model_id)
@@ -93,6 +97,10 @@ def describe(model_id, image_size=None, task='retinanet', num_classes=None,
     image_size = image_size or registry.get_spec(model_id).input_size
     num_classes = num_classes or 91
     model = registry.build_retinanet(model_id, num_classes, image_size, **overrides)
+  elif task == 'maskrcnn':
+    image_size = image_size or registry.get_spec(model_id).input_size
+    num_classes = num_classes or 91
+    model = registry.build_maskrcnn(model_id, num_classes, image_size, **overrides)
   elif task == 'classification':
     image_size = image_size or 224
     num_classes = num_classes or 1000
@@ -102,9 +110,11 @@ def describe(model_id, image_size=None, task='retinanet', num_classes=None,
     num_classes = None
     model = registry.build_backbone(model_id, image_size, **overrides)
   else:
-    raise ValueError("`task` must be 'retinanet', 'classification' or 'backbone'. "
-                     f'Received: task={task!r}')
+    raise ValueError("`task` must be 'retinanet', 'maskrcnn', 'classification' or "
+                     f"'backbone'. Received: task={task!r}")
   shape = (1, image_size, image_size, 3)
+  if task == 'maskrcnn':
+    return _describe_maskrcnn(model, model_id, image_size, num_classes, shape), model
   total_flops = count_flops(lambda x: model(x, training=False), shape)
   result = {'model': model_id, 'task': task, 'image_size': image_size,
             'num_classes': num_classes}
@@ -123,3 +133,30 @@ def describe(model_id, image_size=None, task='retinanet', num_classes=None,
   result['params'] = result['params_detail']['total']['total']
   result['flops'] = total_flops
   return result, model
+
+
+def _describe_maskrcnn(model, model_id, image_size, num_classes, shape):
+  """`describe`'s result for a built `maskrcnn.MaskRCNN`."""
+  from spinenet.modeling import registry  # pylint: disable=g-import-not-at-top
+  size = (image_size, image_size)
+
+  def full(x):
+    features = dict(registry.maskrcnn_dummy_features(size), images=x)
+    return model(features, training=False)
+
+  def first_stage(x):
+    return model.rpn_head(model.features(x, training=False), training=False)
+
+  total = count_flops(full, shape)
+  backbone = count_flops(lambda x: model.backbone(x, training=False), shape)
+  rpn = count_flops(first_stage, shape) - backbone
+  parts = ('backbone', 'rpn_head', 'box_head', 'mask_head')
+  params = {p: count_params(getattr(model, p)) for p in parts}
+  params['total'] = count_params(model)
+  result = {'model': model_id, 'task': 'maskrcnn', 'image_size': image_size,
+            'num_classes': num_classes, 'params_detail': params,
+            'flops_detail': {'backbone': backbone, 'rpn_head': rpn,
+                             'second_stage': total - backbone - rpn, 'total': total}}
+  result['params'] = params['total']['total']
+  result['flops'] = total
+  return result

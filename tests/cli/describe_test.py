@@ -39,3 +39,21 @@ def test_backbone_task_and_bad_model_flag():
   bad = _run('--model', '50')
   assert bad.returncode != 0
   assert "--model: Unknown model id '50'" in bad.stderr
+
+
+def test_maskrcnn_task():
+  proc = _run('--model', 'mobile-49XS', '--image_size', '128', '--task', 'maskrcnn',
+              '--json')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  lines = proc.stdout.strip().splitlines()
+  last = json.loads(lines[-1])
+  model = registry.build_maskrcnn('mobile-49XS', 91, 128)
+  assert last['task'] == 'maskrcnn'
+  assert last['params'] == profile.count_params(model)['total']
+  detail = last['params_detail']
+  assert sum(detail[p]['total'] for p in ('backbone', 'rpn_head', 'box_head',
+                                          'mask_head')) == last['params']
+  flops = last['flops_detail']
+  assert flops['backbone'] + flops['rpn_head'] + flops['second_stage'] == last['flops']
+  assert min(flops.values()) > 0
+  assert any(line.startswith('second_stage') for line in lines)
