@@ -49,6 +49,13 @@ def _image_info(image_size, scaled_size, scale, offset):
                    offset])
 
 
+def train_image_info(image_size, window: preprocess.Window):
+  """float32 `[4, 2]` `image_info` of a training `preprocess.Window`."""
+  return _image_info(image_size,
+                     tf.cast(image_size, tf.float32) * window.scale,
+                     window.scale, window.offset)
+
+
 class TrainParser:
   """Training parser: augmentation, resize/crop/pad, normalization, targets.
 
@@ -145,27 +152,14 @@ class TrainParser:
     self._dtype = tf.dtypes.as_dtype(dtype)
 
   def __call__(self, data, seed=None):
-    seed_window = seed_flip = None
-    if seed is not None:
-      seed_window, seed_flip = tf.unstack(
-          tf.random.experimental.stateless_split(seed, 2))
     source, image_size = _image_and_size(data)
-    scale, scaled_size, offset = preprocess.scale_window(
-        image_size, self.output_size, *self._scale_range, seed=seed_window)
-    size = preprocess.visible_size(self.output_size, scaled_size, offset)
-    lo, hi, scale, offset = preprocess.source_window(
-        image_size, scale, offset, size)
-    flip = None
-    if self._hflip:
-      flip = preprocess.random_uniform([], seed=seed_flip) < 0.5
+    window = preprocess.train_window(image_size, self.output_size,
+                                     *self._scale_range, self._hflip, seed)
     image = preprocess.resize(
-        preprocess.decode_region(source, lo, hi, flip), size)
-
-    boxes = preprocess.denormalize_boxes(data['groundtruth_boxes'], image_size)
-    boxes = preprocess.scale_and_crop_boxes(boxes, scale, offset, size)
-    if self._hflip:
-      boxes = tf.cond(flip, lambda: preprocess.flip_boxes(boxes, size[1]),
-                      lambda: boxes)
+        preprocess.decode_region(source, window.lo, window.hi, window.flip),
+        window.size)
+    boxes = preprocess.transform_boxes(data['groundtruth_boxes'], image_size,
+                                       window)
     keep = preprocess.non_empty(boxes)
     is_crowd = data['groundtruth_is_crowd']
     if not self._crowd_as_ignore:
@@ -177,8 +171,7 @@ class TrainParser:
     image = preprocess.normalize_and_pad(image, self.output_size)
     labels = self.labeler.label(
         boxes, classes, is_crowd if self._crowd_as_ignore else None)
-    labels['image_info'] = _image_info(
-        image_size, tf.cast(image_size, tf.float32) * scale, scale, offset)
+    labels['image_info'] = train_image_info(image_size, window)
     return tf.cast(image, self._dtype), labels
 
 

@@ -17,6 +17,8 @@ to the boxes, the transform actually used, so boxes and pixels agree: an origina
 jitter, evaluation, zooming out) it is exactly `tf.image.resize` to the
 scaled size, as the Model Garden does.
 """
+from typing import NamedTuple, Optional
+
 import tensorflow as tf
 
 from spinenet.data import decoder as decoder_lib
@@ -195,3 +197,113 @@ def flip_boxes(boxes, width):
 def non_empty(boxes):
   """bool `[N]`: boxes with positive height and width."""
   return tf.logical_and(boxes[:, 2] > boxes[:, 0], boxes[:, 3] > boxes[:, 1])
+
+
+class Window(NamedTuple):
+  """The geometric transform of one training example.
+
+  Attributes:
+    lo: int32 `[2]`, first row and column of the original that is shown.
+    hi: int32 `[2]`, one past the last.
+    scale: float32 `[2]`, `(y_scale, x_scale)` applied.
+    offset: float32 `[2]`, `(y_offset, x_offset)` applied: original `(y, x)`
+      lands at `(y * y_scale - y_offset, x * x_scale - x_offset)` before the
+      flip.
+    size: int32 `[2]`, rows and columns of the output the image covers.
+    flip: bool scalar (mirror the covered width), or None when flipping is
+      off.
+  """
+  lo: tf.Tensor
+  hi: tf.Tensor
+  scale: tf.Tensor
+  offset: tf.Tensor
+  size: tf.Tensor
+  flip: Optional[tf.Tensor]
+
+
+def train_window(image_size, output_size, scale_min=1.0, scale_max=1.0,
+                 hflip=True, seed=None) -> Window:
+  """Draws the scale jitter, crop and flip of one training example.
+
+  Args:
+    image_size: int `[2]`, original `(height, width)`.
+    output_size: `(height, width)` ints, the model input size.
+    scale_min: smallest random scale of `output_size` (1.0: no jitter).
+    scale_max: largest random scale.
+    hflip: bool, draw a horizontal flip with probability 0.5.
+    seed: optional int `[2]` for stateless random numbers.
+
+  Returns:
+    `Window`: apply it with `decode_region` + `resize` to the image,
+    `transform_boxes` to boxes and `crop_masks_to_boxes` to masks.
+  """
+  seed_window = seed_flip = None
+  if seed is not None:
+    seed_window, seed_flip = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 2))
+  scale, scaled_size, offset = scale_window(
+      image_size, output_size, scale_min, scale_max, seed=seed_window)
+  size = visible_size(output_size, scaled_size, offset)
+  lo, hi, scale, offset = source_window(image_size, scale, offset, size)
+  flip = None
+  if hflip:
+    flip = random_uniform([], seed=seed_flip) < 0.5
+  return Window(lo, hi, scale, offset, size, flip)
+
+
+def transform_boxes(boxes, image_size, window: Window):
+  """Normalized `[N, 4]` yxyx boxes -> output pixels of `window`, clipped and flipped."""
+  boxes = denormalize_boxes(boxes, image_size)
+  boxes = scale_and_crop_boxes(boxes, window.scale, window.offset, window.size)
+  if window.flip is not None:
+    boxes = tf.cond(window.flip, lambda: flip_boxes(boxes, window.size[1]),
+                    lambda: boxes)
+  return boxes
+
+
+def crop_masks_to_boxes(masks, boxes, window: Window, crop_size: int):
+  """Each instance mask, cropped to its output box, resampled to a square.
+
+  The box is mapped back into the original mask (undoing the flip, scale
+  and crop of `window`) and sampled there on a `crop_size` grid of cell
+  centres with bilinear interpolation (edge pixels repeated outward, as
+  `tf.image.resize` does), so the crop is what the box covers in the
+  output image, at `crop_size` resolution; with a flip the crop is mirrored
+  like the image.
+
+  Args:
+    masks: float32 `[N, H, W]`, in the original image frame.
+    boxes: float32 `[N, 4]`, ymin, xmin, ymax, xmax in output pixels
+      (`transform_boxes` of the same window), non-empty.
+    window: the `Window` applied to the image.
+    crop_size: int, side of the output crops.
+
+  Returns:
+    float32 `[N, crop_size, crop_size]` in [0, 1] for 0/1 masks.
+  """
+  if window.flip is not None:
+    boxes = tf.cond(window.flip, lambda: flip_boxes(boxes, window.size[1]),
+                    lambda: boxes)
+  scale4 = tf.tile(window.scale, [2])
+  offset4 = tf.tile(window.offset, [2])
+  original = (boxes + offset4) / scale4  # continuous pixel coordinates
+  # Cell centres of a crop_size grid over each box, as pixel indices of the
+  # mask padded by one repeated pixel on every side (index = coordinate -
+  # 0.5 + 1), in crop_and_resize's normalized form (index / (size - 1)).
+  m = float(crop_size)
+  y0, x0, y1, x1 = tf.unstack(original, 4, axis=-1)
+  first_y = y0 + 0.5 * (y1 - y0) / m + 0.5
+  last_y = y0 + (m - 0.5) * (y1 - y0) / m + 0.5
+  first_x = x0 + 0.5 * (x1 - x0) / m + 0.5
+  last_x = x0 + (m - 0.5) * (x1 - x0) / m + 0.5
+  padded = tf.pad(masks, [[0, 0], [1, 1], [1, 1]], mode='SYMMETRIC')
+  span = tf.cast(tf.shape(padded)[1:] - 1, tf.float32)
+  normalized = tf.stack([first_y / span[0], first_x / span[1],
+                         last_y / span[0], last_x / span[1]], axis=-1)
+  crops = tf.image.crop_and_resize(
+      padded[..., tf.newaxis], normalized,
+      tf.range(tf.shape(masks)[0]), [crop_size, crop_size])[..., 0]
+  if window.flip is not None:
+    crops = tf.cond(window.flip, lambda: tf.reverse(crops, [2]),
+                    lambda: crops)
+  return crops

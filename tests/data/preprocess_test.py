@@ -154,5 +154,49 @@ class BoxTest(tf.test.TestCase):
     self.assertAllEqual(preprocess.non_empty(boxes), [True, False, False, False])
 
 
+
+def _window(scale=(1.0, 1.0), offset=(0.0, 0.0), size=(8, 10), flip=None):
+  return preprocess.Window(
+      tf.zeros([2], tf.int32), tf.constant(size, tf.int32),
+      tf.constant(scale, tf.float32), tf.constant(offset, tf.float32),
+      tf.constant(size, tf.int32), None if flip is None else tf.constant(flip))
+
+
+class MaskCropTest(tf.test.TestCase):
+
+  def test_crop_samples_cell_centres(self):
+    """A box of whole pixels cropped at its own size is those pixels."""
+    rng = np.random.default_rng(0)
+    masks = rng.uniform(size=(2, 8, 10)).astype(np.float32)
+    boxes = tf.constant([[0, 0, 8, 10], [2, 3, 6, 7]], tf.float32)
+    crops = preprocess.crop_masks_to_boxes(masks, boxes, _window(), 4)
+    # 4x4 crop of the 4x4-pixel box: exactly its pixels.
+    self.assertAllClose(crops[1], masks[1, 2:6, 3:7], atol=1e-6)
+    # The whole 8x10 mask into 4x4: tf.image.resize's (half-pixel) samples.
+    self.assertAllClose(crops[0], tf.image.resize(masks[0, ..., None],
+                                                  [4, 4])[..., 0], atol=1e-5)
+
+  def test_crop_undoes_scale_offset_and_flip(self):
+    rng = np.random.default_rng(1)
+    masks = rng.uniform(size=(1, 8, 10)).astype(np.float32)
+    # Output = original * 2 - (4, 6), seen 8 x 10 and mirrored: the output
+    # box [0, 0, 8, 8] shows original rows 2..6 and, mirrored, columns 4..8
+    # (output columns 2..10 before the flip).
+    window = _window(scale=(2.0, 2.0), offset=(4.0, 6.0), size=(8, 10),
+                     flip=True)
+    crops = preprocess.crop_masks_to_boxes(
+        masks, tf.constant([[0.0, 0.0, 8.0, 8.0]]), window, 4)
+    self.assertAllClose(crops[0], masks[0, 2:6, 4:8][:, ::-1], atol=1e-6)
+
+  def test_train_window_is_the_retinanet_draw(self):
+    window = preprocess.train_window([100, 150], (64, 64), 0.5, 2.0, True,
+                                     seed=tf.constant([1, 2]))
+    again = preprocess.train_window([100, 150], (64, 64), 0.5, 2.0, True,
+                                    seed=tf.constant([1, 2]))
+    tf.nest.map_structure(self.assertAllEqual, tuple(window), tuple(again))
+    self.assertIsNone(preprocess.train_window([100, 150], (64, 64),
+                                              hflip=False).flip)
+
+
 if __name__ == '__main__':
   tf.test.main()
