@@ -11,8 +11,14 @@ Variants for fine-tuning experiments: `class_names` picks other shapes from
 `SHAPES` (e.g. rings, diamonds and hexagons instead of the default four) and
 `category_ids` numbers them otherwise (e.g. with gaps, as COCO does).
 
+Each annotation has an exact instance mask: `segmentation` is the compressed
+COCO RLE of the shape's own pixels (all of them, like its box and `area`:
+where a later shape overlaps an earlier one, both masks hold the overlap),
+so `spinenet-create-coco-tfrecord --include_masks` writes the drawn masks.
+
 Everything is a function of `seed` (and the class choice): generating twice
-gives the same bytes; the defaults give the original dataset.
+gives the same bytes; the defaults give the original dataset (the masks
+draw no random numbers, so the images are those of the versions before).
 """
 import json
 import math
@@ -21,6 +27,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+from pycocotools import mask as mask_api
 
 CLASS_NAMES = ('circle', 'square', 'triangle', 'cross')
 # Every shape the generator draws; the default dataset uses CLASS_NAMES.
@@ -146,6 +153,13 @@ def _shape_mask(class_name, box, size, rng):
   return np.asarray(mask) > 0
 
 
+def _rle(mask):
+  """bool `[H, W]` -> compressed COCO RLE with a JSON-ready `counts` string."""
+  rle = mask_api.encode(np.asfortranarray(mask, dtype=np.uint8))
+  return {'size': [int(v) for v in rle['size']],
+          'counts': rle['counts'].decode('ascii')}
+
+
 def _iou(a, b):
   ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
   iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -167,7 +181,9 @@ def render_image(rng, image_size=256, class_names=CLASS_NAMES,
   Returns:
     image: uint8 `[image_size, image_size, 3]`.
     objects: list of dicts with `category_id`, `bbox` (COCO `[x, y, w, h]`
-      in pixels, tight around the drawn pixels) and `area` (pixel count).
+      in pixels, tight around the drawn pixels), `area` (pixel count) and
+      `segmentation` (compressed COCO RLE of the shape's pixels, `counts` a
+      string).
   """
   cats = categories(class_names, category_ids)
   size = image_size
@@ -204,6 +220,7 @@ def render_image(rng, image_size=256, class_names=CLASS_NAMES,
         'bbox': [x_min, y_min, int(xs.max()) + 1 - x_min,
                  int(ys.max()) + 1 - y_min],
         'area': int(ys.size),
+        'segmentation': _rle(mask),
     })
   return np.clip(np.round(image), 0, 255).astype(np.uint8), objects
 

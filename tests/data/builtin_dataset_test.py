@@ -6,6 +6,7 @@ import tempfile
 
 import numpy as np
 from PIL import Image
+from pycocotools import mask as mask_api
 import tensorflow as tf
 
 from spinenet.data import builtin_dataset
@@ -72,6 +73,47 @@ class BuiltinDatasetTest(tf.test.TestCase):
           self.assertEqual(obj['area'], w * h)
           return
     self.fail('no square drawn in 20 images')
+
+  def test_masks_are_the_shapes_own_pixels(self):
+    rng = np.random.default_rng(7)
+    not_boxes = 0
+    for _ in range(10):
+      pixels, objects = builtin_dataset.render_image(rng, 128)
+      for obj in objects:
+        mask = mask_api.decode(obj['segmentation']).astype(bool)
+        self.assertEqual(mask.shape, (128, 128))
+        x, y, w, h = obj['bbox']
+        ys, xs = np.nonzero(mask)
+        self.assertEqual([xs.min(), ys.min(), xs.max() + 1 - xs.min(),
+                          ys.max() + 1 - ys.min()], [x, y, w, h])
+        self.assertEqual(mask.sum(), obj['area'])
+        not_boxes += obj['area'] < w * h
+      # The last shape is on top: its mask pixels all have its colour (the
+      # shade's noise is 3 grey levels), none of the background's.
+      top = mask_api.decode(objects[-1]['segmentation']).astype(bool)
+      inside = pixels[top].astype(np.float32)
+      self.assertLess(np.abs(inside - np.median(inside, 0)).max(), 20)
+    self.assertGreater(not_boxes, 10)  # circles, triangles, crosses
+
+  def test_masks_reach_the_records(self):
+    from spinenet.data import coco_converter  # pylint: disable=g-import-not-at-top
+    from spinenet.data import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
+    paths = builtin_dataset.generate(self.root, num_train=3, num_val=0,
+                                     image_size=96, seed=4)
+    prefix = os.path.join(self.root, 'records', 'train')
+    summary = coco_converter.convert_coco(
+        paths['train_images'], paths['train_json'], prefix, num_workers=0,
+        include_masks=True)
+    self.assertEqual(summary.masks_written, summary.boxes_written)
+    self.assertEqual(sum(summary.masks_dropped.values()), 0)
+    coco = coco_json.load_coco(paths['train_json'])
+    decoder = decoder_lib.DetectionDecoder(decode_masks=True)
+    for record, image in zip(tf.data.TFRecordDataset(summary.shards),
+                             coco.images):
+      masks = decoder.decode(record)['groundtruth_instance_masks'].numpy()
+      self.assertLen(masks, len(image.annotations))
+      for mask, ann in zip(masks, image.annotations):
+        self.assertAllEqual(mask, mask_api.decode(ann['segmentation']))
 
   def test_rejects_tiny_images(self):
     with self.assertRaisesRegex(ValueError, 'image_size.*32'):
