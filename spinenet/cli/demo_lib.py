@@ -67,15 +67,25 @@ def generate_once(directory: str, generate: Callable[[], None]) -> None:
   logging.info('dataset ready in %.0f s', time.monotonic() - start)
 
 
-def detection_data(output_dir: str, num_train: int, num_val: int) -> Dict[str, str]:
+def detection_data(output_dir: str, num_train: int, num_val: int,
+                   include_masks: bool = False) -> Dict[str, str]:
   """The built-in shapes dataset (JPEGs + COCO JSON) and its TFRecords.
+
+  Args:
+    output_dir: the demo's directory.
+    num_train: training images.
+    num_val: validation images.
+    include_masks: write the shapes' instance masks into the records
+      (`image/object/mask`, for Mask R-CNN), under `records_masks/` so the
+      RetinaNet records (`records/`) stay as they are.
 
   Returns:
     dict with `train_pattern`, `val_pattern` (TFRecord globs), `val_json`
     (COCO ground truth) and `val_images` (directory of the JPEGs).
   """
   data_dir = os.path.join(output_dir, 'shapes')
-  records = os.path.join(output_dir, 'records')
+  records = os.path.join(output_dir,
+                         'records_masks' if include_masks else 'records')
 
   def generate():
     generated = builtin_dataset.generate(data_dir, num_train=num_train,
@@ -84,7 +94,8 @@ def detection_data(output_dir: str, num_train: int, num_val: int) -> Dict[str, s
     for split in ('train', 'val'):
       coco_converter.convert_coco(
           generated[f'{split}_images'], generated[f'{split}_json'],
-          os.path.join(records, split), num_shards=2)
+          os.path.join(records, split), num_shards=2,
+          include_masks=include_masks)
 
   generate_once(records, generate)
   return {'train_pattern': os.path.join(records, 'train-*.tfrecord'),
