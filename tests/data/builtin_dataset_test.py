@@ -115,6 +115,19 @@ class BuiltinDatasetTest(tf.test.TestCase):
       for mask, ann in zip(masks, image.annotations):
         self.assertAllEqual(mask, mask_api.decode(ann['segmentation']))
 
+  def test_demo_records_have_masks_only_when_asked(self):
+    from spinenet.cli import demo_lib  # pylint: disable=g-import-not-at-top
+    plain = demo_lib.detection_data(self.root, num_train=2, num_val=1)
+    masked = demo_lib.detection_data(self.root, num_train=2, num_val=1,
+                                     include_masks=True)
+    self.assertNotEqual(plain['train_pattern'], masked['train_pattern'])
+    for paths, has_masks in ((plain, False), (masked, True)):
+      for pattern in (paths['train_pattern'], paths['val_pattern']):
+        record = next(iter(tf.data.TFRecordDataset(
+            tf.io.gfile.glob(pattern))))
+        feature = tf.train.Example.FromString(record.numpy()).features.feature
+        self.assertEqual('image/object/mask' in feature, has_masks)
+
   def test_rejects_tiny_images(self):
     with self.assertRaisesRegex(ValueError, 'image_size.*32'):
       builtin_dataset.generate(self.root, 1, 1, image_size=32)
