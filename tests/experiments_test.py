@@ -101,7 +101,44 @@ CLASSIFICATION = {
     'inat2017_spinenet49_tpu': ('49', 59.3, 28281, 707),
 }
 
+@dataclasses.dataclass(frozen=True)
+class MaskRCNNRecipe:
+  """The authors' TF1 Mask R-CNN yaml (spinenet<id>_mrcnn.yaml) of a model."""
+  box_ap: float  # the yaml's header
+  mask_ap: float  # None: the yaml names none
+  model_id: str
+  input_size: int
+  steps: int
+  boundaries: tuple
+  jitter: tuple
+  stochastic_depth: float
+  activation: str
+  anchor_size: float
+  heads: tuple  # (rpn convs, rpn filters, box convs, box filters, fc dims, mask convs, mask filters)
+
+
+_MRCNN_HEADS = (1, 256, 4, 256, 1024, 4, 256)
+MASKRCNN = {
+    'coco_spinenet49s_mrcnn_tpu': MaskRCNNRecipe(
+        39.31, 34.83, '49S', 640, 162050, (148160, 157420), (0.5, 2.0), 0.0, 'relu', 3.0,
+        (1, 128, 4, 128, 512, 4, 128)),
+    'coco_spinenet49_mrcnn_tpu': MaskRCNNRecipe(
+        42.93, 38.07, '49', 640, 162050, (148160, 157420), (0.5, 2.0), 0.0, 'relu', 3.0,
+        _MRCNN_HEADS),
+    'coco_spinenet96_mrcnn_tpu': MaskRCNNRecipe(
+        47.18, 41.53, '96', 1024, 162050, (148160, 157420), (0.5, 2.0), 0.0, 'relu', 3.0,
+        _MRCNN_HEADS),
+    'coco_spinenet143_mrcnn_tpu': MaskRCNNRecipe(
+        48.79, 42.71, '143', 1280, 162050, (148160, 157420), (0.5, 2.0), 0.0, 'relu', 3.0,
+        _MRCNN_HEADS),
+    'coco_spinenet190_mrcnn_tpu': MaskRCNNRecipe(
+        52.0, None, '190', 1536, 187600, (173530, 182910), (0.1, 2.0), 0.2, 'swish', 5.0,
+        (7, 384, 7, 384, 1024, 7, 384)),
+}
+MASKRCNN_PLACEHOLDERS = ("EVAL_ANNOTATIONS_JSON = 'placeholder/val.json'",)
+
 DEMOS = ('demo_cpu', 'demo_classification_cpu', 'demo_mobile_cpu')
+MASKRCNN_DEMOS = ()
 # Fine-tuning recipes: (file, model id); they need the checkpoint and classes.
 FINETUNE = {'finetune_spinenet49_custom': '49'}
 
@@ -127,7 +164,8 @@ def _bound(function, parameter, default):
 def test_every_experiment_file_is_in_the_table():
   names = {os.path.basename(p)[:-len('.gin')]
            for p in glob.glob(os.path.join(EXPERIMENTS, '*.gin'))}
-  assert names == set(COCO) | set(CLASSIFICATION) | set(DEMOS) | set(FINETUNE)
+  assert names == (set(COCO) | set(CLASSIFICATION) | set(DEMOS) | set(FINETUNE) |
+                   set(MASKRCNN) | set(MASKRCNN_DEMOS))
 
 
 def _check_schedule(optimizer, trainer, peak, boundaries, decay_rate=0.1):
@@ -195,6 +233,80 @@ def test_coco_recipe(name):
   assert (losses.focal_loss_alpha, losses.focal_loss_gamma, losses.huber_loss_delta,
           losses.box_loss_weight) == (0.25, 1.5, 0.1, 50.0)
   assert losses.normalizer_scope == 'replica'
+
+
+@pytest.mark.parametrize('name', sorted(MASKRCNN))
+def test_maskrcnn_recipe(name):
+  from spinenet.config import registrations  # pylint: disable=g-import-not-at-top
+  from spinenet.training import maskrcnn_task  # pylint: disable=g-import-not-at-top
+  want = MASKRCNN[name]
+  task, optimizer, trainer, header = _load(name, MASKRCNN_PLACEHOLDERS)
+  assert isinstance(task, maskrcnn_task.MaskRCNNTask) and task.include_mask
+  # The header names the source and its numbers, and where the Model Garden differs.
+  assert 'Reproduces:' in header and 'TF1' in header
+  assert f'box AP {want.box_ap}' in header
+  if want.mask_ap is not None:
+    assert f'mask AP {want.mask_ap}' in header
+  assert 'Model Garden' in header
+  # Schedule: momentum SGD, 0.28 stepwise /10 twice, 2000 warmup steps from 0.0067.
+  assert trainer.train_steps == want.steps
+  assert task.train_data.global_batch_size == 256
+  assert trainer.precision == 'mixed_bfloat16'
+  assert optimizer.schedule == 'stepwise' and optimizer.momentum == 0.9
+  assert optimizer.learning_rate == pytest.approx(0.28)
+  assert optimizer.warmup_steps == 2000
+  assert optimizer.warmup_learning_rate == pytest.approx(0.0067)
+  assert optimizer.weight_decay == pytest.approx(4e-5)
+  assert optimizer.gradient_clip_norm == 0.0
+  assert optimizer.ema_decay is None
+  _check_schedule(optimizer, trainer, 0.28, want.boundaries)
+  # Data: jitter, flip, RPN labeling.
+  data = task.train_data
+  assert (data.aug_scale_min, data.aug_scale_max) == want.jitter
+  assert data.aug_rand_hflip
+  assert (data.rpn_match_threshold, data.rpn_unmatched_threshold) == (0.7, 0.3)
+  assert (data.rpn_batch_size_per_im, data.rpn_fg_fraction) == (256, 0.5)
+  assert (data.max_num_instances, data.mask_crop_size) == (100, 112)
+  # Model: id, size, batch norm, activation, anchors, heads.
+  assert _bound('build_maskrcnn', 'model_id', None) == want.model_id
+  assert _bound('build_maskrcnn', 'input_size', None) == want.input_size
+  assert _bound('build_maskrcnn', 'use_sync_bn', False) is True
+  assert (_bound('build_maskrcnn', 'norm_momentum', None),
+          _bound('build_maskrcnn', 'norm_epsilon', None)) == pytest.approx((0.99, 1e-3))
+  assert _bound('build_maskrcnn', 'init_stochastic_depth_rate',
+                None) == pytest.approx(want.stochastic_depth)
+  recipe = registry.get_maskrcnn_spec(want.model_id)
+  assert _bound('build_maskrcnn', 'activation', recipe.activation) == want.activation
+  assert _bound('build_maskrcnn', 'anchor_size', recipe.anchor_size) == want.anchor_size
+  assert _bound('build_maskrcnn', 'num_scales', None) == 1
+  assert tuple(_bound('build_maskrcnn', 'aspect_ratios', None)) == (0.5, 1.0, 2.0)
+  heads = tuple(_bound('build_maskrcnn', field, getattr(recipe, field)) for field in (
+      'rpn_convs', 'rpn_filters', 'box_convs', 'box_filters', 'fc_dims', 'mask_convs',
+      'mask_filters'))
+  assert heads == want.heads
+  # Proposals, ROI sampling, detection (TF1 maskrcnn_config; the Model Garden's).
+  # (The gin-wrapped classes apply the file's bindings when called.)
+  proposals = registrations.ProposalConfig()
+  assert (proposals.pre_nms_top_k, proposals.nms_iou_threshold, proposals.num_proposals,
+          proposals.test_pre_nms_top_k, proposals.test_nms_iou_threshold,
+          proposals.test_num_proposals) == (2000, 0.7, 1000, 1000, 0.7, 1000)
+  sampler = registrations.ROISamplerConfig()
+  assert (sampler.num_sampled_rois, sampler.foreground_fraction,
+          sampler.foreground_iou_threshold, sampler.background_iou_high_threshold,
+          sampler.background_iou_low_threshold, sampler.mix_gt_boxes,
+          sampler.num_sampled_masks) == (512, 0.25, 0.5, 0.5, 0.0, True, 128)
+  detection = registrations.MaskRCNNDetectionConfig()
+  assert (detection.score_threshold, detection.nms_iou_threshold,
+          detection.max_detections, detection.box_crop_size,
+          detection.mask_crop_size) == (0.05, 0.5, 100, 7, 14)
+  # Losses: deltas 1/9 and 1, unit weights, RPN score / (batch x 256) (TF1).
+  losses = task.loss_options
+  assert losses.rpn_huber_loss_delta == pytest.approx(1 / 9)
+  assert losses.frcnn_huber_loss_delta == 1.0
+  assert losses.rpn_score_normalizer == 256.0
+  assert (losses.rpn_score_weight, losses.rpn_box_weight, losses.frcnn_class_weight,
+          losses.frcnn_box_weight, losses.mask_weight) == (1.0,) * 5
+  assert task.annotation_json == 'placeholder/val.json'
 
 
 @pytest.mark.parametrize('name', sorted(CLASSIFICATION))

@@ -80,16 +80,17 @@ def _error_message(error: Exception) -> str:
 
 
 def _check_model_bindings(gin_files, gin_params):
-  """`build_retinanet` accepts any keyword (backbone overrides); refuse typos."""
-  unknown = sorted(set(gin.get_bindings('build_retinanet')) -
-                   registrations.RETINANET_ARGS)
-  if unknown:
-    where = []
-    for name in unknown:
-      where += locate(f'build_retinanet.{name}', gin_files, gin_params)
-    raise ConfigError(
-        f'build_retinanet has no argument(s) {unknown}; expected some of '
-        f'{sorted(registrations.RETINANET_ARGS)}.' + ''.join(f'\n  {w}' for w in where))
+  """Model builders accept any keyword (backbone overrides); refuse typos."""
+  for builder, known in (('build_retinanet', registrations.RETINANET_ARGS),
+                         ('build_maskrcnn', registrations.MASKRCNN_ARGS)):
+    unknown = sorted(set(gin.get_bindings(builder)) - known)
+    if unknown:
+      where = []
+      for name in unknown:
+        where += locate(f'{builder}.{name}', gin_files, gin_params)
+      raise ConfigError(
+          f'{builder} has no argument(s) {unknown}; expected some of '
+          f'{sorted(known)}.' + ''.join(f'\n  {w}' for w in where))
 
 
 def parse_config(gin_files: Sequence[str] = (), gin_params: Sequence[str] = (),

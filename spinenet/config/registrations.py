@@ -3,15 +3,19 @@
 Each builder and option class of the library is registered under a short
 name and as `spinenet.<name>`: `build_retinanet`, `DetectionConfig`,
 `RetinaNetTask`, `DataOptions`, `LossOptions`, `OptimizerOptions`,
-`TrainerOptions`, `build_classifier`, `ClassificationTask`,
+`TrainerOptions`, `build_maskrcnn`, `MaskRCNNTask`, `MaskRCNNDataOptions`,
+`MaskRCNNLossOptions`, `ProposalConfig`, `ROISamplerConfig`,
+`MaskRCNNDetectionConfig`, `build_classifier`, `ClassificationTask`,
 `ClassificationDataOptions`, `SearchOptions`, `BuiltinDataset`, and the two
 functions defined here, `experiment` (what a training config describes) and
 `search` (what a search config adds).
 """
+import dataclasses
 import inspect
 
 import gin
 
+from spinenet.modeling import maskrcnn
 from spinenet.modeling import registry
 from spinenet.modeling import retinanet
 from spinenet.modeling import spinenet as spinenet_lib
@@ -19,6 +23,8 @@ from spinenet.search import driver
 from spinenet.search import proxy
 from spinenet.training import classification_task
 from spinenet.training import losses
+from spinenet.training import maskrcnn_losses
+from spinenet.training import maskrcnn_task
 from spinenet.training import optimization
 from spinenet.training import retinanet_task
 from spinenet.training import train_lib
@@ -36,6 +42,17 @@ DetectionConfig = _register(retinanet.DetectionConfig, 'DetectionConfig')
 RetinaNetTask = _register(retinanet_task.RetinaNetTask, 'RetinaNetTask')
 DataOptions = _register(retinanet_task.DataOptions, 'DataOptions')
 LossOptions = _register(losses.LossOptions, 'LossOptions')
+# Instance segmentation (Mask R-CNN).
+build_maskrcnn = _register(registry.build_maskrcnn, 'build_maskrcnn')
+MaskRCNNTask = _register(maskrcnn_task.MaskRCNNTask, 'MaskRCNNTask')
+MaskRCNNDataOptions = _register(maskrcnn_task.MaskRCNNDataOptions,
+                                'MaskRCNNDataOptions')
+MaskRCNNLossOptions = _register(maskrcnn_losses.MaskRCNNLossOptions,
+                                'MaskRCNNLossOptions')
+ProposalConfig = _register(maskrcnn.ProposalConfig, 'ProposalConfig')
+ROISamplerConfig = _register(maskrcnn.ROISamplerConfig, 'ROISamplerConfig')
+MaskRCNNDetectionConfig = _register(maskrcnn.DetectionConfig,
+                                    'MaskRCNNDetectionConfig')
 # Training, any task.
 OptimizerOptions = _register(optimization.OptimizerOptions, 'OptimizerOptions')
 TrainerOptions = _register(train_lib.TrainerOptions, 'TrainerOptions')
@@ -83,3 +100,10 @@ RETINANET_ARGS = frozenset(
     (set(inspect.signature(registry.build_retinanet).parameters) |
      set(inspect.signature(spinenet_lib.build_spinenet).parameters)) -
     {'backbone_overrides', 'input_shape', 'name'})
+
+# build_maskrcnn takes **overrides (head recipe fields and backbone arguments).
+MASKRCNN_ARGS = frozenset(
+    (set(inspect.signature(registry.build_maskrcnn).parameters) |
+     {f.name for f in dataclasses.fields(registry.MaskRCNNSpec)} |
+     set(inspect.signature(spinenet_lib.build_spinenet).parameters)) -
+    {'overrides', 'input_shape', 'name'})
