@@ -3,7 +3,8 @@
 All three send encoded image files (the `serve_bytes` signature, the smallest
 request) and return one dict of NumPy arrays per image, the signature's
 outputs without the batch axis (`detection_boxes` `[N, 4]` in the image's
-pixels, `num_detections` a scalar, names as `str`, ...).
+pixels, `num_detections` a scalar, names as `str`, outputs named `*_bytes`
+such as `detection_masks_png_bytes` as `bytes`, ...).
 
   predictor = make_predictor('http://127.0.0.1:8501', model_name='spinenet')
   [result] = predictor.predict([open('cat.jpg', 'rb').read()])
@@ -46,9 +47,24 @@ def _as_text(array):
   return np.array([decode(b) for b in array.ravel()], dtype=object).reshape(array.shape)
 
 
+def _as_bytes(array):
+  """An object array of `bytes`; REST's `{"b64": ...}` values decoded."""
+  array = np.asarray(array, dtype=object)
+  def one(value):
+    if isinstance(value, dict) and set(value) == {'b64'}:
+      return base64.b64decode(value['b64'])
+    return bytes(value)
+  return np.array([one(v) for v in array.ravel()], dtype=object).reshape(array.shape)
+
+
+def _convert(name, value):
+  """Binary outputs (`*_bytes`, TF Serving's rule) as bytes, other strings as str."""
+  return _as_bytes(value) if name.endswith('_bytes') else _as_text(value)
+
+
 def _split(outputs: Dict[str, np.ndarray], count: int) -> List[Result]:
-  """`{name: [B, ...]}` -> B dicts of `[...]`, strings as `str`."""
-  return [{name: _as_text(np.asarray(value)[i]) for name, value in outputs.items()}
+  """`{name: [B, ...]}` -> B dicts of `[...]`, strings as `str` or `bytes`."""
+  return [{name: _convert(name, np.asarray(value)[i]) for name, value in outputs.items()}
           for i in range(count)]
 
 
@@ -129,7 +145,7 @@ class RestPredictor:
     payload = {'signature_name': self.signature,
                'instances': [{'b64': base64.b64encode(b).decode('ascii')} for b in images]}
     predictions = self._call(self.base_url + ':predict', payload)['predictions']
-    return [{k: _as_text(v) for k, v in p.items()} for p in predictions]
+    return [{k: _convert(k, v) for k, v in p.items()} for p in predictions]
 
 
 class GrpcPredictor:

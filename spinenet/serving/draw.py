@@ -1,4 +1,4 @@
-"""Draws detections and classifications onto images (PIL, on host)."""
+"""Draws detections (boxes, labels, instance masks) and classifications (PIL, on host)."""
 import colorsys
 from typing import Dict, Optional, Sequence
 
@@ -41,11 +41,40 @@ def _label(draw, xy, text, color, font, image_size):
   draw.text((left + 2, top + 1), text, fill=(0, 0, 0), font=font)
 
 
+MASK_ALPHA = 0.45
+
+
+def fill_masks(image: np.ndarray, masks, colors, alpha: float = MASK_ALPHA) -> np.ndarray:
+  """Blends each mask's colour into a copy of `image` (the last mask on top).
+
+  Args:
+    image: uint8 `[H, W, 3]`.
+    masks: `[N, h, w]`, nonzero = inside (0/1 uint8 or booleans); cut or
+      zero-padded to `H, W` (a batch's mask frame can be larger than the
+      image).
+    colors: N RGB triples.
+    alpha: opacity of the fill.
+
+  Returns:
+    uint8 `[H, W, 3]`.
+  """
+  out = np.asarray(image, np.float32).copy()
+  height, width = out.shape[:2]
+  for mask, color in zip(masks, colors):
+    inside = np.zeros((height, width), bool)
+    mask = np.asarray(mask)[:height, :width] > 0
+    inside[:mask.shape[0], :mask.shape[1]] = mask
+    out[inside] = (1.0 - alpha) * out[inside] + alpha * np.asarray(color, np.float32)
+  return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
 def draw_detections(image: np.ndarray, boxes: np.ndarray, classes: Sequence[int],
                     scores: Sequence[float], names: Optional[Sequence[str]] = None,
                     min_score: float = 0.3,
-                    label_map: Optional[Dict[int, str]] = None) -> np.ndarray:
-  """Boxes with `name score` labels on a copy of `image`.
+                    label_map: Optional[Dict[int, str]] = None,
+                    masks: Optional[Sequence[np.ndarray]] = None,
+                    mask_alpha: float = MASK_ALPHA) -> np.ndarray:
+  """Masks, boxes and `name score` labels on a copy of `image`.
 
   Args:
     image: uint8 `[H, W, 3]`.
@@ -56,11 +85,22 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, classes: Sequence[int]
       `label_map` or the category id.
     min_score: detections below it are not drawn.
     label_map: optional dict category id -> name.
+    masks: optional `[N, H, W]` instance masks in `image`'s pixels (nonzero
+      inside), filled semi-transparently in the class colour under the
+      boxes; the best-scoring detection ends on top.
+    mask_alpha: opacity of the mask fill.
 
   Returns:
     uint8 `[H, W, 3]`.
   """
-  canvas = Image.fromarray(np.asarray(image, np.uint8)).convert('RGB')
+  image = np.asarray(image, np.uint8)
+  if image.ndim == 2:
+    image = np.stack([image] * 3, -1)
+  if masks is not None:
+    kept = [i for i in range(len(scores)) if scores[i] >= min_score][::-1]
+    image = fill_masks(image, [masks[i] for i in kept],
+                       [class_color(int(classes[i])) for i in kept], mask_alpha)
+  canvas = Image.fromarray(image).convert('RGB')
   draw = ImageDraw.Draw(canvas)
   font = ImageFont.load_default()
   width = max(2, round(max(canvas.size) / 300))

@@ -1,14 +1,16 @@
 """Runs a predictor over image files and writes annotated copies (`spinenet-predict`).
 
 For every input image `DIR/name.ext` it writes `OUTPUT_DIR/name.png` with the
-detections (boxes, names, scores) or the top classes drawn, and all results
-to `OUTPUT_DIR/predictions.json`:
+detections (boxes, names, scores; masks filled semi-transparently in the class
+colour for Mask R-CNN exports) or the top classes drawn, and all results to
+`OUTPUT_DIR/predictions.json`:
 
   [{"image": "DIR/name.ext", "output": "OUTPUT_DIR/name.png",
     "detections": [{"box": [ymin, xmin, ymax, xmax], "class": 3,
                     "name": "triangle", "score": 0.91}, ...]}, ...]
 
-(classification: `"classes": [{"class", "name", "score"}, ...]`).
+(Mask R-CNN: each detection also has `"mask_area"`, its mask's pixels;
+classification: `"classes": [{"class", "name", "score"}, ...]`).
 """
 import io
 import json
@@ -25,8 +27,9 @@ from spinenet.serving import signatures as sig
 
 
 def _detections(result, min_score, label_map):
+  """`(JSON-able detections above min_score, their row indices)`."""
   names = result.get(sig.DETECTION_CLASS_NAMES)
-  out = []
+  out, rows = [], []
   for i in range(int(result[sig.NUM_DETECTIONS])):
     score = float(result[sig.DETECTION_SCORES][i])
     if score < min_score:
@@ -36,7 +39,47 @@ def _detections(result, min_score, label_map):
             label_map.get(category, str(category)))
     out.append({'box': [round(float(v), 2) for v in result[sig.DETECTION_BOXES][i]],
                 'class': category, 'name': name, 'score': round(score, 4)})
-  return out
+    rows.append(i)
+  return out, rows
+
+
+def instance_masks(result, rows: Sequence[int], image_shape) -> Optional[np.ndarray]:
+  """uint8 0/1 `[len(rows), H, W]`: the masks of detection `rows`, or None.
+
+  Reads `detection_masks` (dense; its frame may be larger than the image in
+  a batch of several sizes: cut to `image_shape`) or
+  `detection_masks_png_bytes` (one PNG each).
+
+  Args:
+    result: one image's outputs (no batch axis).
+    rows: detection indices.
+    image_shape: `(H, W)` of the image.
+
+  Raises:
+    ValueError: a PNG that does not decode or has another size than the image.
+  """
+  height, width = int(image_shape[0]), int(image_shape[1])
+  if sig.DETECTION_MASKS in result:
+    dense = np.asarray(result[sig.DETECTION_MASKS])
+    masks = np.zeros((len(rows), height, width), np.uint8)
+    for k, i in enumerate(rows):
+      mask = dense[i, :height, :width]
+      masks[k, :mask.shape[0], :mask.shape[1]] = mask > 0
+    return masks
+  if sig.DETECTION_MASKS_PNG in result:
+    masks = np.zeros((len(rows), height, width), np.uint8)
+    for k, i in enumerate(rows):
+      data = result[sig.DETECTION_MASKS_PNG][i]
+      try:
+        mask = np.asarray(Image.open(io.BytesIO(bytes(data))))
+      except (OSError, ValueError) as e:
+        raise ValueError(f'{sig.DETECTION_MASKS_PNG}[{i}] is not a PNG ({e}).') from None
+      if mask.shape[:2] != (height, width):
+        raise ValueError(f'{sig.DETECTION_MASKS_PNG}[{i}] is {mask.shape[0]} x '
+                         f'{mask.shape[1]}; the image is {height} x {width}.')
+      masks[k] = (mask if mask.ndim == 2 else mask[..., 0]) > 0
+    return masks
+  return None
 
 
 def _classes(result, label_map):
@@ -54,10 +97,15 @@ def annotate(image: np.ndarray, result: Dict[str, np.ndarray], min_score: float 
   """`(annotated image, JSON-able summary)` of one prediction."""
   label_map = label_map or {}
   if sig.DETECTION_BOXES in result:
-    detections = _detections(result, min_score, label_map)
+    detections, rows = _detections(result, min_score, label_map)
+    masks = instance_masks(result, rows, image.shape[:2])
+    if masks is not None:
+      for detection, mask in zip(detections, masks):
+        detection['mask_area'] = int(mask.sum())
     drawn = draw.draw_detections(
         image, [d['box'] for d in detections], [d['class'] for d in detections],
-        [d['score'] for d in detections], [d['name'] for d in detections], min_score)
+        [d['score'] for d in detections], [d['name'] for d in detections], min_score,
+        masks=masks)
     return drawn, {'detections': detections}
   if sig.TOP_K_CLASSES in result:
     classes = _classes(result, label_map)

@@ -86,6 +86,41 @@ class DrawDetectionsTest(absltest.TestCase):
     self.assertEqual(out.shape, (30, 30, 3))
 
 
+class DrawMasksTest(absltest.TestCase):
+
+  def test_masks_are_filled_semi_transparently_in_the_class_colour(self):
+    image = _gray(60, 80)
+    masks = np.zeros((2, 60, 80), np.uint8)
+    masks[0, 10:30, 10:40] = 1
+    masks[1, 20:50, 30:70] = 1  # overlaps mask 0 at rows 20..30, columns 30..40
+    boxes = np.array([[10.0, 10.0, 30.0, 40.0], [20.0, 30.0, 50.0, 70.0]])
+    out = draw.draw_detections(image, boxes, [3, 5], [0.9, 0.6], masks=masks,
+                               mask_alpha=0.5)
+    blend = lambda base, color: 0.5 * np.asarray(base) + 0.5 * np.array(color)  # noqa: E731
+    c3, c5 = draw.class_color(3), draw.class_color(5)
+    np.testing.assert_array_equal(out[15:25, 15:25], np.broadcast_to(np.round(blend(40, c3)), (10, 10, 3)))
+    np.testing.assert_array_equal(out[35:45, 45:60], np.broadcast_to(np.round(blend(40, c5)), (10, 15, 3)))
+    # The better detection is blended last, over the other.
+    np.testing.assert_array_equal(out[24, 33], np.round(blend(blend(40, c5), c3)))
+    self.assertTrue(np.all(out[52:, :] == 40))  # outside every mask and box
+    self.assertTrue(np.all(out[0:8, 45:] == 40))
+    self.assertTrue(np.all(out[29, 12:29] == c3))  # the box's bottom edge, over the fills
+    self.assertTrue(np.all(image == 40))
+
+  def test_masks_below_the_threshold_or_beyond_the_image_are_ignored(self):
+    image = _gray(40, 40)
+    masks = np.zeros((2, 64, 48), np.uint8)  # a batch frame larger than the image
+    masks[0, 30:64, 30:48] = 1
+    masks[1, :, :] = 1
+    boxes = np.array([[30.0, 30.0, 40.0, 40.0], [0.0, 0.0, 40.0, 40.0]])
+    out = draw.draw_detections(image, boxes, [3, 4], [0.9, 0.1], masks=masks,
+                               min_score=0.3)
+    self.assertTrue(np.all(out[:20] == 40))  # the label tag is in rows 20..29
+    self.assertTrue(np.all(out[32:, :30] == 40))
+    self.assertTrue(np.all(out[30:, 30:] != 40))
+    self.assertFalse(np.any(np.all(out == draw.class_color(4), axis=-1)))
+
+
 class DrawClassificationTest(absltest.TestCase):
 
   def test_lines_in_the_top_left_corner_in_class_colours(self):

@@ -82,6 +82,56 @@ class AnnotateTest(absltest.TestCase):
       predict_lib.annotate(np.zeros((4, 4, 3), np.uint8), {'logits': np.zeros(3)})
 
 
+def _png(mask):
+  buffer = io.BytesIO()
+  Image.fromarray(mask).save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
+class AnnotateMasksTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.result = _detection_result(['tri', 'seven', 'tri', ''])
+    masks = np.zeros((4, 80, 100), np.uint8)
+    masks[0, 10:40, 20:60] = 1
+    masks[1, 5:30, 5:30] = 1
+    masks[2, 1:2, 1:2] = 1
+    self.masks = masks
+
+  def _check(self, result, image):
+    drawn, info = predict_lib.annotate(image, result, min_score=0.3)
+    self.assertEqual([d['mask_area'] for d in info['detections']], [30 * 40, 25 * 25])
+    self.assertEqual(drawn.shape, image.shape)
+    # Inside mask 0 only (not on its box edge): blended with class 3's colour.
+    alpha = draw.MASK_ALPHA
+    want = np.round((1 - alpha) * 50 + alpha * np.array(draw.class_color(3)))
+    np.testing.assert_array_equal(drawn[35, 50], want)
+    np.testing.assert_array_equal(drawn[70, 90], [50, 50, 50])  # outside every mask
+    return info
+
+  def test_dense_masks_cut_to_the_image(self):
+    image = np.full((80, 100, 3), 50, np.uint8)
+    # A batch frame of 90 x 120 (another image of the batch was larger).
+    padded = np.zeros((4, 90, 120), np.uint8)
+    padded[:, :80, :100] = self.masks
+    padded[0, 85:, 110:] = 1  # beyond the image: ignored
+    self._check(dict(self.result, **{sig.DETECTION_MASKS: padded}), image)
+
+  def test_png_masks(self):
+    image = np.full((80, 100, 3), 50, np.uint8)
+    pngs = np.array([_png(m) for m in self.masks[:3]] + [b''], object)
+    self._check(dict(self.result, **{sig.DETECTION_MASKS_PNG: pngs}), image)
+    wrong = pngs.copy()
+    wrong[1] = _png(self.masks[1, :40])
+    with self.assertRaisesRegex(ValueError, r'detection_masks_png_bytes\[1\] is 40 x 100'):
+      predict_lib.annotate(image, dict(self.result, **{sig.DETECTION_MASKS_PNG: wrong}))
+
+  def test_no_masks_no_mask_area(self):
+    _, info = predict_lib.annotate(np.zeros((80, 100, 3), np.uint8), self.result)
+    self.assertNotIn('mask_area', info['detections'][0])
+
+
 class PredictFilesTest(absltest.TestCase):
 
   def setUp(self):

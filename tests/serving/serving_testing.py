@@ -208,6 +208,18 @@ def exported_detector(max_image_pixels=40_000):
   return base, model
 
 
+@functools.lru_cache(maxsize=None)
+def exported_maskrcnn(mask_format='dense'):
+  """`(export base path, model)`: the tiny Mask R-CNN exported once per process."""
+  model = maskrcnn_fn(seed=0)()
+  base = tempfile.mkdtemp()
+  atexit.register(shutil.rmtree, base, ignore_errors=True)
+  export_lib.export_saved_model(
+      lambda: model, base, label_map=LABEL_MAP,
+      options=export_lib.ExportOptions(mask_format=mask_format))
+  return base, model
+
+
 def keras_detections(model, pixels):
   """The Keras model's detections of `pixels`, through the evaluation parser.
 
