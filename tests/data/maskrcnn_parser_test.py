@@ -259,6 +259,48 @@ class MaskRCNNTrainParserTest(tf.test.TestCase, parameterized.TestCase):
       maskrcnn_parser.MaskRCNNTrainParser(128, aug_scale_min=2.0, **_ANCHORS)
 
 
+class MaskRCNNPipelineTest(tf.test.TestCase):
+
+  def test_batches_of_the_built_in_dataset(self):
+    from spinenet.data import builtin_dataset  # pylint: disable=g-import-not-at-top
+    from spinenet.data import coco_converter  # pylint: disable=g-import-not-at-top
+    from spinenet.data import pipeline  # pylint: disable=g-import-not-at-top
+    root = self.get_temp_dir()
+    paths = builtin_dataset.generate(root + '/shapes', num_train=4, num_val=2,
+                                     image_size=96, seed=1)
+    for split in ('train', 'val'):
+      coco_converter.convert_coco(paths[f'{split}_images'],
+                                  paths[f'{split}_json'],
+                                  f'{root}/records/{split}', num_workers=0,
+                                  include_masks=True)
+    decoder = decoder_lib.DetectionDecoder(decode_image=False,
+                                           decode_masks=True)
+    train = pipeline.build_dataset(
+        f'{root}/records/train-*', decoder.decode,
+        maskrcnn_parser.MaskRCNNTrainParser(
+            128, aug_scale_min=0.8, aug_scale_max=1.25, max_num_instances=8,
+            mask_crop_size=28, **_ANCHORS),
+        global_batch_size=2, training=True, seed=3, shuffle_buffer=4)
+    features, labels = next(iter(train))
+    self.assertEqual(features['gt_masks'].shape, (2, 8, 28, 28))
+    self.assertEqual(labels['rpn_score_targets']['3'].shape, (2, 16, 16, 3))
+    num = int(tf.reduce_sum(tf.cast(features['gt_classes'] > 0, tf.int32)))
+    self.assertGreater(num, 0)
+    valid_masks = tf.boolean_mask(features['gt_masks'],
+                                  features['gt_classes'] > 0)
+    # Shapes fill a good part of their boxes (crosses least, ~5/9).
+    self.assertGreater(float(tf.reduce_min(tf.reduce_mean(valid_masks,
+                                                          [1, 2]))), 0.3)
+    evaluation = pipeline.build_dataset(
+        f'{root}/records/val-*',
+        decoder_lib.DetectionDecoder(decode_image=False).decode,
+        maskrcnn_parser.MaskRCNNEvalParser(128, max_level=6),
+        global_batch_size=4, training=False)
+    batches = list(evaluation)
+    self.assertLen(batches, 1)
+    self.assertAllEqual(batches[0][1]['valid'], [True, True, False, False])
+
+
 class MaskRCNNEvalParserTest(tf.test.TestCase):
 
   def test_features_and_labels(self):
