@@ -192,13 +192,17 @@ class ConvertCocoTest(tf.test.TestCase, parameterized.TestCase):
       _write_image(os.path.join(self.image_dir, f'{i}.png'), fmt='PNG')
     images = [{'id': i, 'file_name': f'{i}.png', 'height': 48, 'width': 64}
               for i in range(6)]
-    anns = [{'image_id': i, 'category_id': 1, 'bbox': [1, 2, 3, 4]}
-            for i in range(6)]
-    _, serial = self._convert(images, anns, num_shards=3)
-    serial_bytes = [r.numpy() for r in _records(serial)]
-    os.rename(os.path.dirname(serial), self.root + '/serial')
-    _, parallel = self._convert(images, anns, num_shards=3, num_workers=2)
-    self.assertEqual([r.numpy() for r in _records(parallel)], serial_bytes)
+    anns = [{'image_id': i, 'category_id': 1, 'bbox': [1, 2, 3, 4],
+             'segmentation': [[1, 2, 4, 2, 4, 6 + i]]} for i in range(6)]
+    for masks in (False, True):
+      _, serial = self._convert(images, anns, num_shards=3,
+                                include_masks=masks)
+      serial_bytes = [r.numpy() for r in _records(serial)]
+      os.rename(os.path.dirname(serial), f'{self.root}/serial{masks}')
+      _, parallel = self._convert(images, anns, num_shards=3, num_workers=2,
+                                  include_masks=masks)
+      self.assertEqual([r.numpy() for r in _records(parallel)], serial_bytes)
+      shutil.rmtree(os.path.dirname(parallel))
 
   def test_masks_in_records_equal_ann_to_mask(self):
     """Polygons, uncompressed (crowd) and compressed RLE; bad ones dropped."""
