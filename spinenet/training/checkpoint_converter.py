@@ -14,7 +14,12 @@ saved variable names), never the Model Garden code. Matching (docs/convert.md):
   attributes map by name (`_BLOCK_ATTRS`). MG's unused 16th SpineNet-49 block
   is not in the functional model, hence not in checkpoints.
 * Heads by object path: RetinaNet `_cls_convs/i`, `_cls_norms/<level - min
-  level>/i`, `_classifier` and the `_box_*` twins; classifier: the `Dense`.
+  level>/i`, `_classifier` and the `_box_*` twins; classifier: the `Dense`;
+  Mask R-CNN (`MaskRCNNModel`, whose backbone is the `backbone` child)
+  `rpn_head/{_convs/i, _norms/<level - min level>/i, _classifier,
+  _box_regressor}`, `detection_head/0/{_convs/i, _conv_norms/i, _fcs/i,
+  _fc_norms/i, _classifier, _box_regressor}` and `mask_head/{_convs/i,
+  _conv_norms/i, _deconv, _deconv_bn, _mask_regressor}`.
 * Every pair must agree in shape, every MG model variable must be used and
   every one of ours filled, else `ConversionError` lists all problems. Objects
   outside the model (optimizer, slots, counters, EMA) are ignored and counted.
@@ -35,7 +40,7 @@ from spinenet.modeling import registry
 from spinenet.training import object_graph
 
 
-TASKS = ('retinanet', 'classification', 'backbone')
+TASKS = ('retinanet', 'maskrcnn', 'classification', 'backbone')
 _BLOCK_ATTRS = {
     'bottleneck': {'_shortcut': 'shortcut_conv', '_norm0': 'shortcut_norm',
                    '_conv1': 'conv1', '_norm1': 'norm1', '_conv2': 'conv2',
@@ -201,6 +206,35 @@ def retinanet_head_vars(head):
   return out
 
 
+def maskrcnn_head_vars(model):
+  """`{MG path under the model: variable}` for our Mask R-CNN's three heads."""
+  out = {}
+  rpn = model.rpn_head
+  for i, conv in enumerate(rpn.convs):
+    out.update(_layer_vars(conv, ('rpn_head', '_convs', str(i))))
+  for li, level in enumerate(rpn.levels):
+    for i, norm in enumerate(rpn.norms[level]):
+      out.update(_layer_vars(norm, ('rpn_head', '_norms', str(li), str(i))))
+  out.update(_layer_vars(rpn.classifier, ('rpn_head', '_classifier')))
+  out.update(_layer_vars(rpn.box_regressor, ('rpn_head', '_box_regressor')))
+  box = model.box_head
+  prefix = ('detection_head', '0')
+  for group, layers in (('_convs', box.convs), ('_conv_norms', box.conv_norms),
+                        ('_fcs', box.fcs), ('_fc_norms', box.fc_norms)):
+    for i, layer in enumerate(layers):
+      out.update(_layer_vars(layer, prefix + (group, str(i))))
+  out.update(_layer_vars(box.classifier, prefix + ('_classifier',)))
+  out.update(_layer_vars(box.box_regressor, prefix + ('_box_regressor',)))
+  mask = model.mask_head
+  for group, layers in (('_convs', mask.convs), ('_conv_norms', mask.conv_norms)):
+    for i, layer in enumerate(layers):
+      out.update(_layer_vars(layer, ('mask_head', group, str(i))))
+  out.update(_layer_vars(mask.deconv, ('mask_head', '_deconv')))
+  out.update(_layer_vars(mask.deconv_norm, ('mask_head', '_deconv_bn')))
+  out.update(_layer_vars(mask.predictor, ('mask_head', '_mask_regressor')))
+  return out
+
+
 # ============================== Matching ==============================
 
 
@@ -266,7 +300,8 @@ def _locate(graph, task):
   """Object-graph nodes `(model, backbone)` of the Model Garden model."""
   root = 0
   model = _find(graph, root, 'model', '_model')
-  if model is None and _find(graph, root, '_backbone') is not None:
+  if model is None and (_find(graph, root, '_backbone') is not None
+                        or (task == 'maskrcnn' and _find(graph, root, 'rpn_head'))):
     model = root  # Keras save_weights of the whole model.
   backbone = _find(graph, model, '_backbone', 'backbone') if model is not None else None
   if backbone is None and task == 'backbone':
@@ -298,6 +333,8 @@ def _infer_head(graph, task, model_node, model_id):
                    'restore.', args['head_convs'], args.get('head_filters'),
                    model_id, spec.head_convs, spec.head_filters)
     return args
+  if task == 'maskrcnn':
+    return _infer_maskrcnn_heads(graph, model_node)
   if task == 'classification':
     backbone = _find(graph, model_node, '_backbone', 'backbone')
     dense = _mg_units(graph, model_node, exclude={backbone})[0].get('dense', [])
@@ -306,7 +343,40 @@ def _infer_head(graph, task, model_node, model_id):
   return {}
 
 
+def _infer_maskrcnn_heads(graph, model_node):
+  """`build_maskrcnn` arguments from a `MaskRCNNModel`'s heads (classes, depths, widths)."""
+  args = {}
+
+  def shape(*path):
+    node = graph.walk(model_node, path)
+    return graph.shape(node) if node is not None and node in graph.variable else None
+
+  def count(*path):
+    node = graph.walk(model_node, path)
+    return len(graph.children(node)) if node is not None else None
+
+  classes = shape('detection_head', '0', '_classifier', 'bias')
+  if classes:
+    args['num_classes'] = classes[0]
+  for arg, path in (('rpn_convs', ('rpn_head', '_convs')),
+                    ('box_convs', ('detection_head', '0', '_convs')),
+                    ('mask_convs', ('mask_head', '_convs'))):
+    n = count(*path)
+    if n is not None:
+      args[arg] = n
+  for arg, path in (('rpn_filters', ('rpn_head', '_convs', '0', 'bias')),
+                    ('box_filters', ('detection_head', '0', '_convs', '0', 'bias')),
+                    ('fc_dims', ('detection_head', '0', '_fcs', '0', 'bias')),
+                    ('mask_filters', ('mask_head', '_convs', '0', 'bias'))):
+    found = shape(*path)
+    if found:
+      args[arg] = found[0]
+  return args
+
+
 def _build(task, model_id, build_args):
+  if task == 'maskrcnn':
+    return registry.build_maskrcnn(model_id, input_size=128, **build_args)
   if task == 'retinanet':
     return registry.build_retinanet(model_id, input_size=128, **build_args)
   if task == 'classification':
@@ -386,7 +456,8 @@ def _our_variables(task, model):
   backbone = model if task == 'backbone' else model.backbone
   head_units = ([('dense', 'classification_head/logits', _layer_vars(model.head.linear))]
                 if task == 'classification' else [])
-  head_vars = retinanet_head_vars(model.head) if task == 'retinanet' else {}
+  head_vars = {'retinanet': retinanet_head_vars, 'maskrcnn': maskrcnn_head_vars}.get(
+      task, lambda _: {})(model.head if task == 'retinanet' else model)
   return backbone_units(backbone), head_units, head_vars
 
 
@@ -420,6 +491,8 @@ def _match(graph, task, model, model_node, backbone_node, scope):
   elif task == 'retinanet':
     _pair(graph, _find(graph, model_node, '_head', 'head'), head_vars, '<model>/_head',
           match)
+  elif task == 'maskrcnn':
+    _pair(graph, model_node, head_vars, '<model>', match)
   for node in sorted(set(scope) - match.used, key=graph.key):
     match.problems.append(
         f'unmatched checkpoint variable: {graph.key(node)} {graph.shape(node)}')
@@ -495,12 +568,12 @@ def convert(model_garden_checkpoint: str, model_id: str, task: str,
     model_garden_checkpoint: checkpoint prefix, or a directory holding
       checkpoints (the latest is used) or a SavedModel.
     model_id: our model id (`registry.MODELS`), e.g. '49' or 'mobile-49S'.
-    task: 'retinanet', 'classification' or 'backbone'.
+    task: 'retinanet', 'maskrcnn', 'classification' or 'backbone'.
     output_dir: new or empty directory to write to.
     num_classes: expected number of classes; None takes the checkpoint's.
     model: optional model of ours to fill instead of building one from
       `model_id` (e.g. one built with non-default arguments): a `RetinaNet`,
-      a `Classifier`, or for the backbone task a backbone.
+      a `MaskRCNN`, a `Classifier`, or for the backbone task a backbone.
 
   Returns:
     `ConversionResult`. Writes `output_dir/ckpt-0` holding

@@ -1,0 +1,111 @@
+"""Mask R-CNN parity with the Model Garden through a converted checkpoint.
+
+A Model Garden `MaskRCNNModel` (built by `_model_garden_maskrcnn` with a
+model id's recipe) gets random weights and batch-norm statistics, is saved,
+converted by `spinenet.training.checkpoint_converter` (task 'maskrcnn') into
+our `MaskRCNN` and both run in inference mode on the same images:
+
+* RPN scores and boxes per level;
+* RoIAlign features, box head class and box outputs for the same proposals
+  (the Model Garden's own proposals, fed to both);
+* mask head logits for the same boxes and classes;
+* proposal generation: ours and the Model Garden's on the same (the Model
+  Garden's) RPN outputs.
+
+Each row is `max |ours - MG|`, `max |MG|` and their ratio (the parity
+criterion is ratio <= 1e-4). Used by `tests/parity/maskrcnn_parity_test.py`
+and `benchmarks/parity_maskrcnn.py`.
+"""
+import os
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from benchmarks import _model_garden_maskrcnn as mg_maskrcnn  # noqa: E402
+from benchmarks import _parity_harness as harness  # noqa: E402
+from official.vision.ops import anchor as mg_anchor  # noqa: E402
+from spinenet.modeling import registry  # noqa: E402
+from spinenet.ops import roi_align  # noqa: E402
+from spinenet.training import checkpoint_converter  # noqa: E402
+
+TOLERANCE = 1e-4
+
+
+def row(ours, reference):
+  """`(max abs diff, max |reference|, ratio)` of two arrays of one shape."""
+  ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
+  if ours.shape != reference.shape:
+    raise ValueError(f'shape {ours.shape} vs reference {reference.shape}')
+  diff = float(np.max(np.abs(ours - reference)))
+  scale = float(np.max(np.abs(reference)))
+  return diff, scale, diff / max(scale, 1e-30)
+
+
+def converted_pair(model_id, size, workdir, num_classes=5, overrides=None, seed=0):
+  """`(MG model, our converted model, conversion result)`."""
+  mg = mg_maskrcnn.build_mg_maskrcnn(model_id, size, num_classes, overrides)
+  harness.randomize(mg, seed)
+  prefix = tf.train.Checkpoint(model=mg).write(os.path.join(workdir, 'mg', 'ckpt'))
+  ours = registry.build_maskrcnn(model_id, num_classes, size, **(overrides or {}))
+  result = checkpoint_converter.convert(prefix, model_id, 'maskrcnn',
+                                        os.path.join(workdir, 'converted'),
+                                        model=ours)
+  return mg, ours, result
+
+
+def compare(mg, ours, size, seed=1, num_masks=20):
+  """The parity rows `{name: (max abs diff, max |ref|, ratio)}` on random images."""
+  rng = np.random.default_rng(seed)
+  images = tf.constant(rng.normal(0, 1, (2, size, size, 3)), tf.float32)
+  image_shape = tf.constant([[size, size], [size - 16, size - 40]], tf.float32)
+  rows = {}
+  # First stage.
+  mg_feats = mg.backbone(images, training=False)
+  mg_scores, mg_boxes = mg.rpn_head(mg_feats, training=False)
+  feats = ours.features(images, training=False)
+  scores, boxes = ours.rpn_head(feats, training=False)
+  for level in sorted(scores, key=int):
+    rows[f'rpn_scores/{level}'] = row(scores[level], mg_scores[level])
+    rows[f'rpn_boxes/{level}'] = row(boxes[level], mg_boxes[level])
+  # Proposal generation on the same RPN outputs (the Model Garden's): ours
+  # and theirs. (On each model's own outputs, differences of ~1e-6 in the
+  # scores may swap two near-equal proposals, which a max over rows sees.)
+  config = mg.get_config()
+  anchors = mg_anchor.Anchor(
+      min_level=config['min_level'], max_level=config['max_level'],
+      num_scales=config['num_scales'], aspect_ratios=config['aspect_ratios'],
+      anchor_size=config['anchor_size'], image_size=(size, size)).multilevel_boxes
+  anchors = {l: tf.tile(a[None], [2, 1, 1, 1]) for l, a in anchors.items()}
+  rois, roi_scores = mg.roi_generator(mg_boxes, mg_scores, anchors, image_shape,
+                                      training=False)
+  our_rois, our_scores = ours.proposals(mg_scores, mg_boxes, (size, size), image_shape,
+                                        training=False)
+  rows['proposal_boxes'] = row(our_rois, rois)
+  rows['proposal_scores'] = row(our_scores, roi_scores)
+  # Second stage on the same proposals.
+  mg_roi_features = mg.roi_aligner(mg_feats, rois)
+  rows['roi_align_7x7'] = row(roi_align.multilevel_roi_align(feats, rois, 7),
+                              mg_roi_features)
+  mg_class, mg_box = mg.detection_head[0](mg_roi_features, training=False)
+  class_outputs, box_outputs = ours.box_outputs(feats, rois, training=False)
+  rows['class_outputs'] = row(class_outputs, mg_class)
+  rows['box_outputs'] = row(box_outputs, mg_box)
+  mask_rois = rois[:, :num_masks]
+  num_classes = class_outputs.shape[-1]
+  classes = tf.constant(rng.integers(1, num_classes, (2, num_masks)), tf.int32)
+  mg_masks = mg.mask_head([mg.mask_roi_aligner(mg_feats, mask_rois), classes],
+                          training=False)
+  rows['mask_outputs'] = row(ours.mask_outputs(feats, mask_rois, classes, training=False),
+                             mg_masks)
+  return rows
+
+
+def format_rows(rows):
+  lines = [f"{'output':<20}{'max|diff|':>12}{'max|ref|':>12}{'ratio':>12}  ok"]
+  for name, (diff, scale, ratio) in rows.items():
+    ok = 'yes' if ratio <= TOLERANCE else 'NO'
+    lines.append(f'{name:<20}{diff:>12.3g}{scale:>12.3g}{ratio:>12.3g}  {ok}')
+  return '\n'.join(lines)

@@ -1,0 +1,42 @@
+"""Mask R-CNN parity with the Model Garden's `MaskRCNNModel` (tf-models-official).
+
+A randomized Model Garden Mask R-CNN on SpineNet-49S (narrow heads, 128 px)
+is saved, converted with `checkpoint_converter` (task 'maskrcnn') and both
+models run on the same images: RPN outputs per level, proposals from the same
+RPN outputs, RoIAlign features, box head and mask head outputs for the same
+proposals must agree to 1e-4 x max |reference| (`benchmarks/_maskrcnn_parity.py`;
+`benchmarks/parity_maskrcnn.py` prints the table).
+"""
+import pytest
+
+from benchmarks import _maskrcnn_parity as parity
+from benchmarks import _model_garden_maskrcnn as mg_maskrcnn
+from spinenet.modeling import profile
+from spinenet.modeling import registry
+
+_NARROW = dict(rpn_filters=32, box_filters=32, fc_dims=64, mask_filters=32)
+
+
+def test_converted_maskrcnn_matches_model_garden(tmp_path):
+  mg, ours, result = parity.converted_pair('49S', 128, str(tmp_path), overrides=_NARROW)
+  assert len(result.mapping) == len(ours.weights)
+  rows = parity.compare(mg, ours, 128)
+  expected = {'class_outputs', 'box_outputs', 'mask_outputs', 'roi_align_7x7',
+              'proposal_boxes', 'proposal_scores', 'rpn_scores/3', 'rpn_boxes/7'}
+  assert expected <= set(rows)
+  for name, (diff, scale, ratio) in rows.items():
+    assert scale > 0, name
+    assert ratio <= parity.TOLERANCE, f'{name}: {diff:.3g} / {scale:.3g} = {ratio:.3g}'
+
+
+@pytest.mark.parametrize('model_id', ['49S'])
+def test_params_equal_model_garden(model_id):
+  # Full recipe heads (91 classes) at a small input: every weight counted.
+  mg = mg_maskrcnn.build_mg_maskrcnn(model_id, 128)
+  ours = registry.build_maskrcnn(model_id, 91, 128)
+  assert profile.count_params(ours)['total'] == profile.count_params(mg)['total']
+  for ours_part, mg_part in (('backbone', mg.backbone), ('rpn_head', mg.rpn_head),
+                             ('box_head', mg.detection_head[0]),
+                             ('mask_head', mg.mask_head)):
+    assert (profile.count_params(getattr(ours, ours_part))['total']
+            == profile.count_params(mg_part)['total']), ours_part
