@@ -23,7 +23,8 @@ from spinenet.data import preprocess
 _Size = Union[int, Sequence[int]]
 
 
-def _output_size(output_size, max_level, where):
+def check_output_size(output_size, max_level, where):
+  """`[height, width]` of an int or pair, checked to be multiples of `2**max_level`."""
   size = ([output_size] * 2 if isinstance(output_size, int)
           else list(output_size))
   stride = 2**max_level
@@ -36,7 +37,7 @@ def _output_size(output_size, max_level, where):
   return size
 
 
-def _image_and_size(data):
+def image_and_size(data):
   """The image (uint8 or encoded bytes) and its int32 `[2]` size."""
   if 'image' in data:
     return data['image'], tf.shape(data['image'])[:2]
@@ -136,7 +137,7 @@ class TrainParser:
                aug_scale_max: float = 1.0,
                crowd_as_ignore: bool = True,
                dtype: str = 'float32'):
-    self.output_size = _output_size(output_size, max_level, 'TrainParser')
+    self.output_size = check_output_size(output_size, max_level, 'TrainParser')
     if not 0 < aug_scale_min <= aug_scale_max:
       raise ValueError(
           'TrainParser: need 0 < `aug_scale_min` <= `aug_scale_max`. '
@@ -152,7 +153,7 @@ class TrainParser:
     self._dtype = tf.dtypes.as_dtype(dtype)
 
   def __call__(self, data, seed=None):
-    source, image_size = _image_and_size(data)
+    source, image_size = image_and_size(data)
     window = preprocess.train_window(image_size, self.output_size,
                                      *self._scale_range, self._hflip, seed)
     image = preprocess.resize(
@@ -183,7 +184,8 @@ def source_id_to_int(source_id):
                  lambda: tf.strings.to_hash_bucket_fast(source_id, 2**62))
 
 
-def _pad_rows(tensor, length, value):
+def pad_rows(tensor, length, value):
+  """The first `length` rows of `tensor`, padded with `value` to exactly `length`."""
   tensor = tensor[:length]
   pad = length - tf.shape(tensor)[0]
   paddings = [[0, pad]] + [[0, 0]] * (tensor.shape.rank - 1)
@@ -225,13 +227,13 @@ class EvalParser:
 
   def __init__(self, output_size: _Size, max_level: int = 7,
                max_num_instances: int = 100, dtype: str = 'float32'):
-    self.output_size = _output_size(output_size, max_level, 'EvalParser')
+    self.output_size = check_output_size(output_size, max_level, 'EvalParser')
     self._max_instances = max_num_instances
     self._dtype = tf.dtypes.as_dtype(dtype)
 
   def __call__(self, data, seed=None):
     del seed
-    source, image_size = _image_and_size(data)
+    source, image_size = image_and_size(data)
     scale, scaled_size, offset = preprocess.scale_window(
         image_size, self.output_size)
     size = preprocess.visible_size(self.output_size, scaled_size, offset)
@@ -243,10 +245,10 @@ class EvalParser:
     m = self._max_instances
     boxes = preprocess.denormalize_boxes(data['groundtruth_boxes'], image_size)
     groundtruths = {
-        'boxes': _pad_rows(boxes, m, -1.0),
-        'classes': _pad_rows(data['groundtruth_classes'], m, -1),
-        'is_crowd': _pad_rows(data['groundtruth_is_crowd'], m, False),
-        'areas': _pad_rows(data['groundtruth_area'], m, -1.0),
+        'boxes': pad_rows(boxes, m, -1.0),
+        'classes': pad_rows(data['groundtruth_classes'], m, -1),
+        'is_crowd': pad_rows(data['groundtruth_is_crowd'], m, False),
+        'areas': pad_rows(data['groundtruth_area'], m, -1.0),
         'num_detections': tf.minimum(tf.shape(boxes)[0], m),
         'height': image_size[0],
         'width': image_size[1],

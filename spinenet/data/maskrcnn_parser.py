@@ -24,10 +24,6 @@ from spinenet.data import preprocess
 from spinenet.ops import rpn_targets
 
 
-def _pad_rows(tensor, length, value):
-  return detection_parser._pad_rows(tensor, length, value)  # pylint: disable=protected-access
-
-
 class MaskRCNNTrainParser:
   """Training parser of Mask R-CNN.
 
@@ -110,7 +106,7 @@ class MaskRCNNTrainParser:
                mask_crop_size: int = 112,
                include_mask: bool = True,
                dtype: str = 'float32'):
-    self.output_size = detection_parser._output_size(  # pylint: disable=protected-access
+    self.output_size = detection_parser.check_output_size(
         output_size, max_level, 'MaskRCNNTrainParser')
     if not 0 < aug_scale_min <= aug_scale_max:
       raise ValueError(
@@ -142,7 +138,7 @@ class MaskRCNNTrainParser:
     if seed is not None:
       seed_window, seed_rpn = tf.unstack(
           tf.random.experimental.stateless_split(seed, 2))
-    source, image_size = detection_parser._image_and_size(data)  # pylint: disable=protected-access
+    source, image_size = detection_parser.image_and_size(data)
     window = preprocess.train_window(image_size, self.output_size,
                                      *self._scale_range, self._hflip,
                                      seed_window)
@@ -172,8 +168,9 @@ class MaskRCNNTrainParser:
     features = {
         'images': tf.cast(image, self._dtype),
         'image_info': image_info,
-        'gt_boxes': _pad_rows(boxes, m, -1.0),
-        'gt_classes': _pad_rows(tf.cast(classes, tf.int32), m, -1),
+        'gt_boxes': detection_parser.pad_rows(boxes, m, -1.0),
+        'gt_classes': detection_parser.pad_rows(
+            tf.cast(classes, tf.int32), m, -1),
     }
     if self._include_mask:
       masks = tf.boolean_mask(data['groundtruth_instance_masks'], keep)
@@ -181,7 +178,7 @@ class MaskRCNNTrainParser:
       masks, kept_boxes = masks[:m], boxes[:m]
       crops = preprocess.crop_masks_to_boxes(
           tf.cast(masks, tf.float32), kept_boxes, window, self._mask_crop_size)
-      features['gt_masks'] = _pad_rows(crops, m, 0.0)
+      features['gt_masks'] = detection_parser.pad_rows(crops, m, 0.0)
     return features, labels
 
 
