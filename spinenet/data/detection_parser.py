@@ -270,8 +270,10 @@ def check_class_ids(labels, num_classes: int, where: str = 'records'):
   input with this message instead of being skipped.
 
   Args:
-    labels: a `TrainParser` labels dict (`cls_targets`) or an `EvalParser`
-      one (`groundtruths.classes`, -1 padding), batched or not.
+    labels: a `TrainParser` labels dict (`cls_targets`), an `EvalParser`
+      one (`groundtruths.classes`, -1 padding), or the features of
+      `maskrcnn_parser.MaskRCNNTrainParser` (`gt_classes`, -1 padding),
+      batched or not.
     num_classes: the model's number of classes (gin `NUM_CLASSES`).
     where: what the records are called in the message (e.g. the option
       naming the files).
@@ -281,6 +283,8 @@ def check_class_ids(labels, num_classes: int, where: str = 'records'):
   """
   if 'cls_targets' in labels:
     parts = [tf.reshape(t, [-1]) for t in labels['cls_targets'].values()]
+  elif 'gt_classes' in labels:
+    parts = [tf.reshape(labels['gt_classes'], [-1])]
   else:
     parts = [tf.reshape(labels['groundtruths']['classes'], [-1])]
   classes = tf.cast(tf.concat(parts, 0), tf.int64)

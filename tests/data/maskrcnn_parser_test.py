@@ -252,6 +252,15 @@ class MaskRCNNTrainParserTest(tf.test.TestCase, parameterized.TestCase):
     self.assertTrue(positive[mg_score == 1].all())
     self.assertFalse(positive[mg_score == 0].any())
 
+  def test_class_ids_beyond_the_model_stop_the_input(self):
+    parser = maskrcnn_parser.MaskRCNNTrainParser(128, **_ANCHORS)
+    features, _ = parser(_decode(_example()))
+    checked = detection_parser.check_class_ids(features, 4)
+    self.assertAllEqual(checked['gt_classes'], features['gt_classes'])
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                'num_classes=3'):
+      detection_parser.check_class_ids(features, 3)
+
   def test_bad_arguments(self):
     with self.assertRaisesRegex(ValueError, 'multiples'):
       maskrcnn_parser.MaskRCNNTrainParser(100, **_ANCHORS)
