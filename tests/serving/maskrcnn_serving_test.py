@@ -1,14 +1,17 @@
 """Mask R-CNN exports through the clients, spinenet-serve's REST API and predict_files."""
 import base64
+from concurrent import futures
 import json
 import os
 import shutil
 import tempfile
 import threading
 
+import grpc
 import numpy as np
 from PIL import Image
 import tensorflow as tf
+from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from spinenet.serving import client
 from spinenet.serving import draw
@@ -21,7 +24,7 @@ import serving_testing
 
 def _serve(base):
   """`(http server, url)` of `spinenet-serve` on `base`, started in a thread."""
-  model = server.load_model(base, 'shapes', warmup=True)
+  model = server.load_model(base, 'shapes', warmup=False)
   http = server.make_server(server.RestApi(model), port=0)
   threading.Thread(target=http.serve_forever, daemon=True).start()
   return http, f'http://127.0.0.1:{http.server_address[1]}'
@@ -87,6 +90,25 @@ class MaskRCNNServingTest(tf.test.TestCase):
                               json.dumps(request).encode())
     self.assertEqual(status, 200)
     self.assertIn('b64', body['predictions'][0][sig.DETECTION_MASKS_PNG][0])
+
+  def test_grpc_carries_dense_and_png_masks(self):
+    from client_test import _PredictionService  # pylint: disable=g-import-not-at-top
+    for name, base in (('dense', self.dense_base), ('png', self.png_base)):
+      service = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+      prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+          _PredictionService(self.servers[name].RequestHandlerClass.api.model), service)
+      port = service.add_insecure_port('127.0.0.1:0')
+      service.start()
+      predictor = client.make_predictor(f'grpc://127.0.0.1:{port}', 'shapes')
+      try:
+        remote = predictor.predict(self.images)
+      finally:
+        predictor.close()
+        service.stop(None)
+      for i, (got, want) in enumerate(zip(remote, self.local)):
+        if name == 'png':
+          self.assertIsInstance(got[sig.DETECTION_MASKS_PNG][0], bytes)
+        self.assertAllEqual(self._masks(got, i), self._masks(want, i))
 
   def test_predict_files_over_rest_draws_masks(self):
     os.makedirs(os.path.join(self.tmp, 'in'), exist_ok=True)
