@@ -1,4 +1,4 @@
-"""The `tf.Module`s saved as SavedModels: detection and classification.
+"""The `tf.Module`s saved as SavedModels: detection, instance segmentation, classification.
 
 Each module holds the network (a Keras model's inference call, or a frozen
 graph from `inference_graph.freeze`), everything the signatures need besides
