@@ -211,33 +211,38 @@ class MaskRCNNExportModule(DetectionExportModule):
     return self._network(inputs, image_info)
 
   def _extra_outputs(self, detections, boxes, valid, image_size):
+    """The masks, one detection at a time (memory: one float frame, not N)."""
     sizes = tf.cast(tf.round(image_size), tf.int32)
     height, width = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
     masks = tf.cast(detections['detection_masks'], tf.float32)
-
-    def one(args):
-      image_masks, image_boxes, image_valid, size = args
-      pasted = mask_ops.binarize(mask_ops.paste_masks(image_masks, image_boxes,
-                                                      height, width))
-      inside = tf.logical_and(
-          tf.range(height)[:, tf.newaxis] < size[0],
-          tf.range(width)[tf.newaxis, :] < size[1])
-      keep = tf.logical_and(image_valid[:, tf.newaxis, tf.newaxis], inside)
-      pasted = pasted * tf.cast(keep, tf.uint8)
-      if self.mask_format == 'dense':
-        return pasted
-      def encode(k):
-        return tf.cond(image_valid[k],
-                       lambda: tf.io.encode_png(pasted[k, :size[0], :size[1], tf.newaxis]),
-                       lambda: tf.constant(''))
-      return tf.map_fn(encode, tf.range(tf.shape(pasted)[0]),
-                       fn_output_signature=tf.TensorSpec([], tf.string))
-
-    if self.mask_format == 'dense':
-      spec, name = tf.TensorSpec([None, None, None], tf.uint8), sig.DETECTION_MASKS
+    dense = self.mask_format == 'dense'
+    if dense:
+      detection_spec = tf.TensorSpec([None, None], tf.uint8)
     else:
-      spec, name = tf.TensorSpec([None], tf.string), sig.DETECTION_MASKS_PNG
-    return {name: tf.map_fn(one, (masks, boxes, valid, sizes), fn_output_signature=spec)}
+      detection_spec = tf.TensorSpec([], tf.string)
+
+    def one_image(args):
+      image_masks, image_boxes, image_valid, size = args
+
+      def one_detection(k):
+        def paste():
+          pasted = mask_ops.binarize(mask_ops.paste_masks(
+              image_masks[k][tf.newaxis], image_boxes[k][tf.newaxis], size[0], size[1]))[0]
+          if dense:
+            return tf.pad(pasted, [[0, height - size[0]], [0, width - size[1]]])
+          return tf.io.encode_png(pasted[:, :, tf.newaxis])
+
+        def padding_row():
+          return tf.zeros([height, width], tf.uint8) if dense else tf.constant('')
+
+        return tf.cond(image_valid[k], paste, padding_row)
+
+      return tf.map_fn(one_detection, tf.range(tf.shape(image_masks)[0]),
+                       fn_output_signature=detection_spec)
+
+    image_spec = tf.TensorSpec([None, *detection_spec.shape], detection_spec.dtype)
+    return {sig.MASK_OUTPUTS[self.mask_format]: tf.map_fn(
+        one_image, (masks, boxes, valid, sizes), fn_output_signature=image_spec)}
 
 
 class ClassificationExportModule(_ExportModule):
