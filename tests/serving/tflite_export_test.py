@@ -230,6 +230,18 @@ class DetectionTFLiteTest(tf.test.TestCase):
       self.assertNotEqual(producers[int(index)], 'DEQUANTIZE', tensor_name(index))
       self.assertEqual(subgraph.tensors[index].type, schema.TensorType.FLOAT32)
 
+  def test_float_network_runs_in_one_xnnpack_partition(self):
+    # Every op of the network is one XNNPACK supports: an op outside the
+    # delegate (e.g. BROADCAST_TO of a nearest upsampling, a slow builtin
+    # kernel; the model upsamples level 7 to 6) splits the graph in two.
+    data = tflite_export.convert(tflite_export.raw_network_function(self.model), 'none')
+    builtin = tflite_runtime.make_interpreter(data, 1, use_xnnpack=False)
+    names = {op['op_name'] for op in builtin._get_ops_details()}  # pylint: disable=protected-access
+    self.assertIn('CONV_2D', names)
+    self.assertNotIn('BROADCAST_TO', names)
+    delegated = tflite_runtime.make_interpreter(data, 1)
+    self.assertEqual(tflite_runtime.delegate_partitions(delegated), 1)
+
   def test_quantized_files_find_the_float_detections(self):
     float_result = tflite_runtime.TFLitePredictor(self.exports['none'].path).predict_image(
         self.pixels)
