@@ -6,8 +6,9 @@ converted by `spinenet.training.checkpoint_converter` (task 'maskrcnn') into
 our `MaskRCNN` and both run in inference mode on the same images:
 
 * RPN scores and boxes per level;
-* RoIAlign features, box head class and box outputs for the same proposals
-  (the Model Garden's own proposals, fed to both);
+* RoIAlign features (both of our implementations), box head class and box
+  outputs for the same proposals (the Model Garden's own proposals, fed to
+  both; our heads read RoIAlign as the model's `roi_align_method` says);
 * mask head logits for the same boxes and classes;
 * proposal generation: ours and the Model Garden's on the same (the Model
   Garden's) RPN outputs.
@@ -87,8 +88,9 @@ def compare(mg, ours, size, seed=1, num_masks=20):
   rows['proposal_scores'] = row(our_scores, roi_scores)
   # Second stage on the same proposals.
   mg_roi_features = mg.roi_aligner(mg_feats, rois)
-  rows['roi_align_7x7'] = row(roi_align.multilevel_roi_align(feats, rois, 7),
-                              mg_roi_features)
+  for method in ('gather', 'crop_and_resize'):
+    rows[f'roi_align/{method}'] = row(
+        roi_align.multilevel_roi_align(feats, rois, 7, method=method), mg_roi_features)
   mg_class, mg_box = mg.detection_head[0](mg_roi_features, training=False)
   class_outputs, box_outputs = ours.box_outputs(feats, rois, training=False)
   rows['class_outputs'] = row(class_outputs, mg_class)

@@ -55,13 +55,19 @@ class ROISamplerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DetectionConfig:
-  """Inference post-processing and RoIAlign sizes."""
+  """Inference post-processing and RoIAlign.
+
+  `roi_align_method`: 'auto' (gathers under a TPU strategy, else
+  crop_and_resize), 'gather' (XLA-compilable: choose it to jit-compile the
+  whole model) or 'crop_and_resize' (fast on CPU); see `ops.roi_align`.
+  """
   score_threshold: float = 0.05
   pre_nms_top_k: int = 5000
   nms_iou_threshold: float = 0.5
   max_detections: int = 100
   box_crop_size: int = 7
   mask_crop_size: int = 14
+  roi_align_method: str = 'auto'
 
 
 _CONFIGS = {'anchor_config': AnchorConfig, 'proposal_config': ProposalConfig,
@@ -162,15 +168,17 @@ class MaskRCNN(keras.Model):
 
   def box_outputs(self, features, rois, training=None):
     """Box head on `rois` `[B, R, 4]`: `(class_outputs, box_outputs)` float32."""
+    c = self.detection_config
     roi_features = roi_align.multilevel_roi_align(
-        features, rois, self.detection_config.box_crop_size)
+        features, rois, c.box_crop_size, method=c.roi_align_method)
     class_outputs, box_outputs = self.box_head(roi_features, training=training)
     return tf.cast(class_outputs, tf.float32), tf.cast(box_outputs, tf.float32)
 
   def mask_outputs(self, features, rois, classes, training=None):
     """Mask logits `[B, R, 28, 28]` float32 of `rois` for `classes`."""
+    c = self.detection_config
     roi_features = roi_align.multilevel_roi_align(
-        features, rois, self.detection_config.mask_crop_size)
+        features, rois, c.mask_crop_size, method=c.roi_align_method)
     return tf.cast(self.mask_head(roi_features, classes, training=training), tf.float32)
 
   def call(self, features, training=None):

@@ -67,3 +67,24 @@ def test_constant_feature_is_reproduced_and_compiles():
   out = fn(features, boxes).numpy()
   assert out.shape == (1, 2, 4, 4, 2)
   np.testing.assert_allclose(out, 3.0, rtol=1e-6)  # both boxes are small: level 3
+
+
+def test_crop_and_resize_method_matches_reference_inside_the_image():
+  rng = np.random.default_rng(1)
+  size = 256
+  features = {str(l): rng.normal(size=(2, size // 2**l, size // 2**l, 3)).astype(np.float32)
+              for l in range(3, 8)}
+  corners = rng.uniform(0, size, size=(2, 60, 2, 2))
+  boxes = np.concatenate([corners.min(2), corners.max(2)], -1).astype(np.float32)
+  boxes[:, 0] = [0, 0, size, size]  # the whole image: every edge sample
+  boxes[:, 1] = [size - 3, size - 40, size, size]  # thin, at the far corner
+  feats = {k: tf.constant(v) for k, v in features.items()}
+  for output_size in (7, 14):
+    got = roi_align.multilevel_roi_align(feats, tf.constant(boxes), output_size,
+                                         method='crop_and_resize').numpy()
+    np.testing.assert_allclose(got, _reference(features, boxes, output_size),
+                               rtol=1e-4, atol=1e-4)
+  gathered = roi_align.multilevel_roi_align(feats, tf.constant(boxes), 7, method='gather')
+  np.testing.assert_allclose(
+      roi_align.multilevel_roi_align(feats, tf.constant(boxes), 7, method='auto'),
+      gathered, atol=1e-4)

@@ -21,7 +21,8 @@ def test_converted_maskrcnn_matches_model_garden(tmp_path):
   mg, ours, result = parity.converted_pair('49S', 128, str(tmp_path), overrides=_NARROW)
   assert len(result.mapping) == len(ours.weights)
   rows = parity.compare(mg, ours, 128)
-  expected = {'class_outputs', 'box_outputs', 'mask_outputs', 'roi_align_7x7',
+  expected = {'class_outputs', 'box_outputs', 'mask_outputs', 'roi_align/gather',
+              'roi_align/crop_and_resize',
               'proposal_boxes', 'proposal_scores', 'rpn_scores/3', 'rpn_boxes/7'}
   assert expected <= set(rows)
   for name, (diff, scale, ratio) in rows.items():

@@ -1,0 +1,173 @@
+r"""Inference speed of SpineNet Mask R-CNN, ours vs the Model Garden, in one run.
+
+Batch 1, float32, one random image, both models built with the id's Mask
+R-CNN recipe (`registry.build_maskrcnn`; the Model Garden's
+`maskrcnn_spinenet_coco` overridden to the same heads,
+`benchmarks/_model_garden_maskrcnn.py`) and timed interleaved round by round
+in one process (`_timing.time_interleaved`), medians:
+
+* raw: backbone + RPN head (ours: `model.features` + `model.rpn_head`; the
+  Model Garden: `backbone` + `rpn_head`), each in a `tf.function`.
+* end to end: the inference call, i.e. raw + proposals (per-level top-k, NMS)
+  + RoIAlign + box head on the proposals + per-class decoding and NMS + mask
+  head on the detections (ours: `model(features, training=False)`; the Model
+  Garden: `MaskRCNNModel(images, image_shape, training=False)`), each in one
+  `tf.function`; the Model Garden also with `jit_compile=True` if it
+  compiles (`--mg_xla`). The ratio compares against the faster Model
+  Garden variant.
+
+Both models have their initial (untrained) weights; the same number of
+proposals (1000) and detections (100, padded) flow through both second
+stages whatever the weights, but an untrained box head scores every class
+near 1/91, below the 0.05 threshold, so NMS has nothing to do on either side.
+
+The last line printed is one JSON object: `{"ours_raw_ms", "mg_raw_ms",
+"ours_e2e_ms", "mg_e2e_ms", "mg_e2e_xla_ms", "ratio_raw",
+"ratio_end_to_end", "precision", "env"}` (ratios ours / Model Garden).
+
+Usage (from the repository root):
+  .venv/bin/python -m benchmarks.forward_maskrcnn [--model=49] [--size=640] [--iters=5]
+"""
+import json
+import os
+import sys
+
+if __package__ in (None, ''):  # Run as a script: make `benchmarks` importable.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+
+from benchmarks import _machine  # noqa: E402
+from benchmarks import _model_garden_maskrcnn as mg_maskrcnn  # noqa: E402
+from benchmarks import _timing  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from spinenet.modeling import registry  # noqa: E402
+
+
+def _host(nest):
+  return tf.nest.map_structure(lambda t: t.numpy(), nest)
+
+
+def _variants(ours, mg_model, size, mg_xla):
+  """`{name: (callable of (images, image_shape), description)}`."""
+  def ours_raw(images, image_shape):
+    del image_shape
+    return ours.rpn_head(ours.features(images, training=False), training=False)
+
+  def ours_e2e(images, image_shape):
+    info = tf.stack([image_shape, image_shape, tf.ones_like(image_shape),
+                     tf.zeros_like(image_shape)], axis=1)
+    return ours({'images': images, 'image_info': info}, training=False)
+
+  def mg_raw(images, image_shape):
+    del image_shape
+    return mg_model.rpn_head(mg_model.backbone(images, training=False), training=False)
+
+  keys = ('detection_boxes', 'detection_scores', 'detection_classes', 'num_detections',
+          'detection_masks')
+
+  def mg_e2e(images, image_shape):
+    outputs = mg_model(images, image_shape, training=False)
+    return {k: outputs[k] for k in keys}
+
+  variants = {
+      'ours_raw': (tf.function(ours_raw), 'backbone + RPN head'),
+      'mg_raw': (tf.function(mg_raw), 'backbone + RPN head'),
+      'ours_e2e': (tf.function(ours_e2e), 'model(features, training=False)'),
+      'mg_e2e': (tf.function(mg_e2e), 'MaskRCNNModel(images, image_shape, training=False)'),
+  }
+  if mg_xla:
+    variants['mg_e2e_xla'] = (tf.function(mg_e2e, jit_compile=True),
+                              'the same, tf.function(jit_compile=True)')
+  return variants
+
+
+def _compiles(name, fn, args):
+  try:
+    _host(fn(*args))
+    return True
+  except (tf.errors.OpError, ValueError, TypeError) as e:
+    logging.warning('%s does not run: %s', name, str(e).splitlines()[0][:200])
+    return False
+
+
+def benchmark(model_id='49', size=640, iters=5, warmup=2, mg_xla=True):
+  """Measures every variant; returns the report dict (see the module docstring)."""
+  env = _machine.env_summary()
+  logging.info('Building ours (%s @ %d) and the Model Garden\'s.', model_id, size)
+  ours = registry.build_maskrcnn(model_id, input_size=size)
+  mg_model = mg_maskrcnn.build_mg_maskrcnn(model_id, size)
+  images = tf.random.stateless_normal([1, size, size, 3], [2020, 6])
+  image_shape = tf.constant([[size, size]], tf.float32)
+  args = (images, image_shape)
+  runnable, skipped = {}, {}
+  for name, (fn, description) in _variants(ours, mg_model, size, mg_xla).items():
+    logging.info('Tracing %s.', name)
+    if _compiles(name, fn, args):
+      runnable[name] = (fn, description)
+    else:
+      skipped[name] = description
+
+  def progress(i, times):
+    logging.info('round %d/%d | %s | load %.2f', i + 1, iters,
+                 ' '.join(f'{n}: {t:.0f}' for n, t in times.items()), os.getloadavg()[0])
+
+  timed = _timing.time_interleaved({n: f for n, (f, _) in runnable.items()}, args,
+                                   warmup=warmup - 1, iters=iters, on_round=progress)
+  variants = {n: dict(median_ms=m, min_ms=lo, all_ms=all_ms, description=runnable[n][1])
+              for n, (m, lo, all_ms) in timed.items()}
+  median = lambda n: variants[n]['median_ms'] if n in variants else None  # noqa: E731
+  mg_e2e_best = min(m for m in (median('mg_e2e'), median('mg_e2e_xla')) if m is not None)
+  env['load_average_at_end'] = tuple(round(x, 2) for x in os.getloadavg())
+  return dict(env=env, model=model_id, size=size, iters=iters, variants=variants,
+              skipped=skipped, ours_raw_ms=median('ours_raw'), mg_raw_ms=median('mg_raw'),
+              ours_e2e_ms=median('ours_e2e'), mg_e2e_ms=median('mg_e2e'),
+              mg_e2e_xla_ms=median('mg_e2e_xla'),
+              ratio_raw=median('ours_raw') / median('mg_raw'),
+              ratio_end_to_end=median('ours_e2e') / mg_e2e_best)
+
+
+def format_report(report):
+  lines = [f"SpineNet-{report['model']} Mask R-CNN, {report['size']}x{report['size']}, "
+           f"batch 1, float32, {report['iters']} timed iterations (medians)",
+           'env: ' + ', '.join(f'{k}={v}' for k, v in report['env'].items()),
+           f"{'variant':<14} {'median ms':>10} {'min ms':>9}  what"]
+  for name, v in report['variants'].items():
+    lines.append(f"{name:<14} {v['median_ms']:>10.1f} {v['min_ms']:>9.1f}  {v['description']}")
+  for name, description in report['skipped'].items():
+    lines.append(f"{name:<14} {'n/a':>10} {'':>9}  {description}: does not compile")
+  lines.append(f"ratio raw (ours / MG): {report['ratio_raw']:.3f}   "
+               f"ratio end to end (ours / faster MG): {report['ratio_end_to_end']:.3f}")
+  return '\n'.join(lines)
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('model', '49', 'SpineNet model id with a Model Garden backbone.')
+flags.DEFINE_integer('size', 640, 'Square input size in pixels.')
+flags.DEFINE_integer('iters', 5, 'Timed iterations per variant.')
+flags.DEFINE_integer('warmup', 2, 'Untimed iterations per variant.')
+flags.DEFINE_bool('mg_xla', True, "Also time the Model Garden's call with jit_compile=True.")
+
+
+def main(argv):
+  del argv
+  report = benchmark(FLAGS.model, FLAGS.size, FLAGS.iters, FLAGS.warmup, FLAGS.mg_xla)
+  print(format_report(report))
+  keys = ('ours_raw_ms', 'mg_raw_ms', 'ours_e2e_ms', 'mg_e2e_ms', 'mg_e2e_xla_ms',
+          'ratio_raw', 'ratio_end_to_end')
+  summary = {k: (round(report[k], 3) if isinstance(report[k], float) else report[k])
+             for k in keys}
+  summary.update(model=report['model'], size=report['size'], precision='float32',
+                 env=report['env'])
+  print(json.dumps(summary), flush=True)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()
