@@ -110,6 +110,13 @@ class PasteMasksTest(tf.test.TestCase):
     static = mask_ops.paste_masks(tf.zeros([4, 28, 28]), tf.zeros([4, 4]), 20, 30)
     self.assertEqual(static.shape.as_list(), [4, 20, 30])
 
+  def test_compiles_with_xla(self):
+    masks = np.random.default_rng(3).uniform(0, 1, (4, 28, 28)).astype(np.float32)
+    boxes = np.array([[1, 2, 10, 12], [-3, 0, 5, 25], [3, 3, 3, 3], [0, 0, 16, 20]],
+                     np.float32)
+    fn = tf.function(lambda m, b: mask_ops.paste_masks(m, b, 16, 20), jit_compile=True)
+    self.assertAllClose(fn(masks, boxes), _reference(masks, boxes, 16, 20), atol=1e-5)
+
   def test_rejects_masks_without_a_static_size(self):
     with self.assertRaisesRegex(ValueError, r'\[N, Mh, Mw\]'):
       mask_ops.paste_masks(tf.zeros([2, 28]), tf.zeros([2, 4]), 8, 8)
