@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv test test-fast demo clean
+.PHONY: venv test test-fast demo demo-maskrcnn clean
 
 venv: $(STAMP)
 
@@ -27,5 +27,8 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m spinenet.cli.demo --output_dir=demo_output
 
+demo-maskrcnn: $(STAMP)
+	$(PY) -m spinenet.cli.demo --task=maskrcnn --output_dir=demo_maskrcnn
+
 clean:
-	rm -rf $(VENV) demo_output demo_classification *.egg-info
+	rm -rf $(VENV) demo_output demo_maskrcnn demo_classification *.egg-info

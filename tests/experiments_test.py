@@ -138,7 +138,7 @@ MASKRCNN = {
 MASKRCNN_PLACEHOLDERS = ("EVAL_ANNOTATIONS_JSON = 'placeholder/val.json'",)
 
 DEMOS = ('demo_cpu', 'demo_classification_cpu', 'demo_mobile_cpu')
-MASKRCNN_DEMOS = ()
+MASKRCNN_DEMOS = ('demo_maskrcnn_cpu',)
 # Fine-tuning recipes: (file, model id); they need the checkpoint and classes.
 FINETUNE = {'finetune_spinenet49_custom': '49'}
 
@@ -346,6 +346,14 @@ def test_demos_parse(name):
   _, _, trainer, header = _load(name)
   assert trainer.precision == 'float32' and trainer.train_steps <= 1200
   assert 'Demo' in header
+
+
+@pytest.mark.parametrize('name', MASKRCNN_DEMOS)
+def test_maskrcnn_demos_parse(name):
+  task, _, trainer, header = _load(name, MASKRCNN_PLACEHOLDERS)
+  assert trainer.precision == 'float32' and trainer.train_steps <= 1200
+  assert 'Demo' in header and task.include_mask
+  assert _bound('build_maskrcnn', 'input_size', None) <= 256
 
 
 @pytest.mark.parametrize('name', sorted(FINETUNE))

@@ -31,6 +31,7 @@ from spinenet.serving import export_lib
 from spinenet.serving import predict_lib
 
 DETECTION_GIN = 'experiments/demo_cpu.gin'
+MASKRCNN_GIN = 'experiments/demo_maskrcnn_cpu.gin'
 CLASSIFICATION_GIN = 'experiments/demo_classification_cpu.gin'
 DETECTION_IMAGE_SIZE = 256  # generated shapes images
 CLASSIFICATION_IMAGE_SIZE = 96  # generated images; the model sees 64 px crops

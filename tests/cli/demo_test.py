@@ -40,6 +40,34 @@ def test_demo_runs_every_step_and_reports():
   assert os.path.getsize(os.path.join(out, 'prediction.png')) > 0
 
 
+# The tiny Mask R-CNN of tests/training/tiny_maskrcnn.py at 128 px.
+TINY_MASKRCNN = [
+    'build_maskrcnn.input_size = 128', 'build_maskrcnn.filter_size_scale = 0.25',
+    'build_maskrcnn.endpoints_num_filters = 16', 'build_maskrcnn.rpn_filters = 16',
+    'build_maskrcnn.box_filters = 16', 'build_maskrcnn.fc_dims = 32',
+    'build_maskrcnn.mask_filters = 16', 'build_maskrcnn.mask_convs = 1',
+    'ProposalConfig.num_proposals = 64', 'ProposalConfig.test_num_proposals = 64',
+    'ROISamplerConfig.num_sampled_rois = 32', 'ROISamplerConfig.num_sampled_masks = 8',
+    'MaskRCNNDetectionConfig.max_detections = 10']
+
+
+@pytest.mark.slow
+def test_maskrcnn_demo_runs_every_step_and_reports_box_and_mask_ap():
+  out = os.path.join(tempfile.mkdtemp(), 'demo')
+  done = _demo('--task=maskrcnn', f'--output_dir={out}', '--num_train=8', '--num_val=4',
+               *[f'--gin_param={p}' for p in TINY + TINY_MASKRCNN])
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert 'COCO box AP   = ' in done.stdout and 'COCO mask AP  = ' in done.stdout
+  assert 'trained 2 steps' in done.stdout
+  with open(os.path.join(out, 'model', 'eval', 'metrics.json')) as f:
+    metrics = json.load(f)
+  assert 0.0 <= metrics['AP50'] <= 1.0 and 0.0 <= metrics['mask_AP50'] <= 1.0
+  # The records carry masks; the export and the drawn prediction exist.
+  assert os.listdir(os.path.join(out, 'records_masks'))
+  assert os.path.exists(os.path.join(out, 'export', '1', 'saved_model.pb'))
+  assert os.path.getsize(os.path.join(out, 'prediction.png')) > 0
+
+
 @pytest.mark.slow
 def test_classification_demo_runs_and_reports():
   out = os.path.join(tempfile.mkdtemp(), 'demo')
@@ -61,6 +89,7 @@ def test_bad_flags_and_bindings_are_refused_by_name():
   bad = _demo('--task=segmentation', timeout=300)
   assert bad.returncode != 0
   assert 'task' in bad.stderr and 'classification' in bad.stderr
+  assert 'maskrcnn' in bad.stderr
   out = os.path.join(tempfile.mkdtemp(), 'demo')
   bad = _demo('--task=classification', f'--output_dir={out}', '--num_train=8',
               '--num_val=8', '--gin_param=TrainerOptions.train_stpes = 2', timeout=300)
