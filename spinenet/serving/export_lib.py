@@ -242,6 +242,9 @@ def build_export_module(model, options: ExportOptions = ExportOptions(),
     describing it.
   """
   task = _task_of(model)
+  if task != 'instance_segmentation' and options.mask_format != 'dense':
+    raise ValueError(f'--mask_format={options.mask_format} applies to Mask R-CNN models; '
+                     f'{model.name} is a {task} model without masks.')
   input_size = export_module.network_input_size(model)
   if input_size is None:
     raise ValueError(f'{model.name} was built for any input size; build it with '

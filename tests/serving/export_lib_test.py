@@ -267,6 +267,9 @@ class ExportErrorsTest(tf.test.TestCase):
       export_lib.ExportOptions(center_crop_fraction=0.0)
     with self.assertRaisesRegex(ValueError, 'mask_format'):
       export_lib.ExportOptions(mask_format='rle')
+    with self.assertRaisesRegex(ValueError, '--mask_format=png applies to Mask R-CNN'):
+      export_lib.build_export_module(serving_testing.classifier_fn()(),
+                                     export_lib.ExportOptions(mask_format='png'))
 
 
 class ClassificationExportTest(tf.test.TestCase):
