@@ -98,8 +98,10 @@ class DrawMasksTest(absltest.TestCase):
                                mask_alpha=0.5)
     blend = lambda base, color: 0.5 * np.asarray(base) + 0.5 * np.array(color)  # noqa: E731
     c3, c5 = draw.class_color(3), draw.class_color(5)
-    np.testing.assert_array_equal(out[15:25, 15:25], np.broadcast_to(np.round(blend(40, c3)), (10, 10, 3)))
-    np.testing.assert_array_equal(out[35:45, 45:60], np.broadcast_to(np.round(blend(40, c5)), (10, 15, 3)))
+    np.testing.assert_array_equal(out[15:25, 15:25],
+                                  np.broadcast_to(np.round(blend(40, c3)), (10, 10, 3)))
+    np.testing.assert_array_equal(out[35:45, 45:60],
+                                  np.broadcast_to(np.round(blend(40, c5)), (10, 15, 3)))
     # The better detection is blended last, over the other.
     np.testing.assert_array_equal(out[24, 33], np.round(blend(blend(40, c5), c3)))
     self.assertTrue(np.all(out[52:, :] == 40))  # outside every mask and box
