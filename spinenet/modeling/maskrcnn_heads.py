@@ -226,6 +226,9 @@ class MaskHead(_NormMixin, keras.layers.Layer):
     self.predictor = keras.layers.Conv2D(
         c['num_classes'], 1, name='mask_predictor', kernel_initializer=_he_fan_out(),
         kernel_regularizer=self._kernel_regularizer)
+    size = input_shape[-2]
+    self.predictor.build((None, None if size is None else size * c['upsample_factor'],
+                          None, c['num_filters']))
     super().build(input_shape)
 
   def call(self, roi_features, classes, training=None):
@@ -234,11 +237,15 @@ class MaskHead(_NormMixin, keras.layers.Layer):
     for conv, norm in zip(self.convs, self.conv_norms):
       x = self._act(norm(conv(x), training=training))
     x = self._act(self.deconv_norm(self.deconv(x), training=training))
-    logits = self.predictor(x)  # [B R, 2S, 2S, K]
-    size_h, size_w = logits.shape[1], logits.shape[2]
-    logits = tf.reshape(logits, [-1, num_rois, size_h, size_w, self._config['num_classes']])
-    logits = tf.transpose(logits, [0, 1, 4, 2, 3])  # [B, R, K, h, w]
-    return tf.gather(logits, tf.cast(classes, tf.int32), axis=2, batch_dims=2)
+    # The 1x1 predictor evaluated for each ROI's class only: the same logits
+    # as predicting all K maps and picking one, at 1/K of the cost.
+    size_h, size_w, filters = x.shape[1], x.shape[2], x.shape[3]
+    x = tf.reshape(x, [-1, num_rois, size_h, size_w, filters])
+    classes = tf.cast(classes, tf.int32)
+    kernel = tf.cast(self.predictor.kernel[0, 0], x.dtype)  # [C, K]
+    weights = tf.gather(tf.transpose(kernel), classes)  # [B, R, C]
+    bias = tf.gather(tf.cast(self.predictor.bias, x.dtype), classes)  # [B, R]
+    return tf.einsum('brhwc,brc->brhw', x, weights) + bias[..., None, None]
 
   def get_config(self):
     return dict(super().get_config(), **self._config,
