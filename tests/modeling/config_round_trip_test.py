@@ -17,6 +17,8 @@ from spinenet.modeling import classifier
 from spinenet.modeling import heads
 from spinenet.modeling import keras_objects
 from spinenet.modeling import layers
+from spinenet.modeling import maskrcnn
+from spinenet.modeling import maskrcnn_heads
 from spinenet.modeling import registry
 from spinenet.modeling import retinanet
 from spinenet.modeling import spinenet as sn
@@ -87,6 +89,24 @@ EXAMPLES = {
         detection_config=retinanet.DetectionConfig(0.1, 100, 0.6, 10)),
     'Classifier': lambda: classifier.Classifier(
         _tiny_backbone(), heads.ClassificationHead(3), name='classifier'),
+    'RPNHead': lambda: maskrcnn_heads.RPNHead(
+        3, 4, 2, num_convs=2, num_filters=8, activation='swish', use_sync_bn=True,
+        kernel_regularizer=keras.regularizers.L2(1e-4), name='rpn_head'),
+    'BoxHead': lambda: maskrcnn_heads.BoxHead(
+        4, num_convs=1, num_filters=8, fc_dims=16, norm_epsilon=1e-4, name='box_head'),
+    'MaskHead': lambda: maskrcnn_heads.MaskHead(
+        4, num_convs=1, num_filters=8, upsample_factor=2, norm_momentum=0.9,
+        name='mask_head'),
+    'MaskRCNN': lambda: maskrcnn.MaskRCNN(
+        _tiny_backbone(), maskrcnn_heads.RPNHead(3, 4, 2, num_filters=8),
+        maskrcnn_heads.BoxHead(3, num_convs=1, num_filters=8, fc_dims=16),
+        maskrcnn_heads.MaskHead(3, num_convs=1, num_filters=8), min_level=3, max_level=4,
+        anchor_config=maskrcnn.AnchorConfig(1, (0.5, 2.0), 4.0),
+        proposal_config=maskrcnn.ProposalConfig(num_proposals=50, test_num_proposals=40),
+        roi_sampler_config=maskrcnn.ROISamplerConfig(num_sampled_rois=32,
+                                                     num_sampled_masks=8),
+        detection_config=maskrcnn.DetectionConfig(max_detections=10,
+                                                  roi_align_method='gather')),
 }
 
 
