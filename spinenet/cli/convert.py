@@ -6,6 +6,10 @@ Usage:
     --model=49 --task=retinanet --output_dir=converted/spinenet49 \
     [--num_classes=91]
 
+  # A Model Garden Mask R-CNN (MaskRCNNModel, SpineNet backbone)
+  spinenet-convert --model_garden_checkpoint=PATH --model=49 --task=maskrcnn \
+    --output_dir=converted/maskrcnn49
+
   # The authors' TF1 model zoo (an unpacked tarball: a directory or a prefix)
   spinenet-convert --tf1_checkpoint=spinenet-49-best/ --model=49 \
     --task=retinanet --activation=swish --output_dir=converted/zoo49
