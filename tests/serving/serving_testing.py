@@ -103,8 +103,9 @@ def maskrcnn_fn(seed=0, max_detections=20):
   """No-argument builder of a tiny Mask R-CNN with random statistics and heads.
 
   50 proposals and `max_detections` detections keep it quick; the mask
-  predictor's random weights give masks of varied shapes (freshly
-  initialized, every mask probability is about 0.5).
+  predictor's random weights and positive bias give masks of varied shapes
+  covering part of each box (freshly initialized, every mask probability
+  is about 0.5, on the threshold).
   """
   from spinenet.modeling import maskrcnn  # pylint: disable=g-import-not-at-top
 
@@ -118,11 +119,14 @@ def maskrcnn_fn(seed=0, max_detections=20):
     randomize(model, seed)
     rng = np.random.default_rng(seed + 2)
     for layer in model.submodules:
-      std = {'box_class_predictor': 0.03, 'mask_predictor': 0.3}.get(layer.name)
+      # (kernel std, bias): the mask bias makes about half of each mask's cells
+      # exceed 0.5 whatever the random features are.
+      std, bias = {'box_class_predictor': (0.03, 0.0),
+                   'mask_predictor': (0.3, 0.5)}.get(layer.name, (None, None))
       if std:
         for weight in layer.weights:
           weight.assign(rng.normal(0.0, std, weight.shape) if 'kernel' in weight.name
-                        else np.zeros(weight.shape))
+                        else np.full(weight.shape, bias))
     return model
   return build
 
