@@ -10,6 +10,8 @@ our `MaskRCNN` and both run in inference mode on the same images:
   outputs for the same proposals (the Model Garden's own proposals, fed to
   both; our heads read RoIAlign as the model's `roi_align_method` says);
 * mask head logits for the same boxes and classes;
+* detections: our post-processing and the Model Garden's detection generator
+  on the same box-head outputs (count and classes equal, boxes, scores);
 * proposal generation: ours and the Model Garden's on the same (the Model
   Garden's) RPN outputs.
 
@@ -29,6 +31,7 @@ from benchmarks import _model_garden_maskrcnn as mg_maskrcnn  # noqa: E402
 from benchmarks import _parity_harness as harness  # noqa: E402
 from official.vision.ops import anchor as mg_anchor  # noqa: E402
 from spinenet.modeling import registry  # noqa: E402
+from spinenet.ops import maskrcnn_postprocess  # noqa: E402
 from spinenet.ops import roi_align  # noqa: E402
 from spinenet.training import checkpoint_converter  # noqa: E402
 
@@ -102,12 +105,44 @@ def compare(mg, ours, size, seed=1, num_masks=20):
                           training=False)
   rows['mask_outputs'] = row(ours.mask_outputs(feats, mask_rois, classes, training=False),
                              mg_masks)
+  rows.update(detection_rows(mg, mg_class, mg_box, rois, image_shape))
   return rows
 
 
+def detection_rows(mg, class_outputs, box_outputs, rois, image_shape):
+  """Our post-processing vs the Model Garden's `DetectionGenerator` on the same outputs.
+
+  Rows `detection_boxes` and `detection_scores` over the detections both
+  keep, and `detection_count_and_classes` whose ratio is the fraction of
+  images whose detection count or classes differ (0 when all agree).
+  """
+  c = maskrcnn_postprocess
+  theirs = mg.detection_generator(box_outputs, class_outputs, rois, image_shape,
+                                  regression_weights=list(c.roi_sampler.BOX_WEIGHTS),
+                                  bbox_per_class=True)
+  config = mg.detection_generator.get_config()
+  ours = c.generate_detections(
+      class_outputs, box_outputs, rois, image_shape,
+      score_threshold=config['pre_nms_score_threshold'],
+      pre_nms_top_k=config['pre_nms_top_k'], nms_iou_threshold=config['nms_iou_threshold'],
+      max_detections=config['max_num_detections'])
+  n_ours, n_theirs = ours['num_detections'].numpy(), theirs['num_detections'].numpy()
+  same = [int(a == b and np.array_equal(ours['detection_classes'][i, :a],
+                                        theirs['detection_classes'][i, :b]))
+          for i, (a, b) in enumerate(zip(n_ours, n_theirs))]
+  n = int(min(n_ours.min(), n_theirs.min()))
+  mismatch = 1.0 - float(np.mean(same))
+  return {
+      'detection_count_and_classes': (mismatch, 1.0, mismatch),
+      'detection_boxes': row(ours['detection_boxes'][:, :n], theirs['detection_boxes'][:, :n]),
+      'detection_scores': row(ours['detection_scores'][:, :n],
+                              theirs['detection_scores'][:, :n]),
+  }
+
+
 def format_rows(rows):
-  lines = [f"{'output':<20}{'max|diff|':>12}{'max|ref|':>12}{'ratio':>12}  ok"]
+  lines = [f"{'output':<28}{'max|diff|':>12}{'max|ref|':>12}{'ratio':>12}  ok"]
   for name, (diff, scale, ratio) in rows.items():
     ok = 'yes' if ratio <= TOLERANCE else 'NO'
-    lines.append(f'{name:<20}{diff:>12.3g}{scale:>12.3g}{ratio:>12.3g}  {ok}')
+    lines.append(f'{name:<28}{diff:>12.3g}{scale:>12.3g}{ratio:>12.3g}  {ok}')
   return '\n'.join(lines)
