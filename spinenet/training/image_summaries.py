@@ -15,9 +15,11 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from spinenet.data import coco_converter
 from spinenet.data import preprocess
 from spinenet.ops import mask_ops
 from spinenet.serving import draw
+from spinenet.serving import export_lib
 
 TAG = 'eval/predictions'
 MASK_ALPHA = 0.45
@@ -128,6 +130,19 @@ class EvalImageSummaries:
     self._inputs = None
     self._writer = None
     self._disabled = False
+    self._label_map = None
+
+  def _names(self):
+    """Class names: the task's label map, else the one beside its records."""
+    if self._label_map is None:
+      label_map = getattr(self._task, 'label_map', None)
+      if not label_map:
+        patterns = [getattr(getattr(self._task, split, None), 'file_pattern', '')
+                    for split in ('eval_data', 'train_data')]
+        path = export_lib.find_label_map(patterns)
+        label_map = coco_converter.read_label_map(path) if path else {}
+      self._label_map = dict(label_map)
+    return self._label_map
 
   def _first_inputs(self):
     """The first validation batches holding `num_images` images, cached."""
@@ -181,7 +196,7 @@ class EvalImageSummaries:
         features = inputs[0]
         images = features['images'] if isinstance(features, dict) else features
         drawn.append(render(images, outputs, self._num_images - sum(map(len, drawn)),
-                            self._min_score, getattr(self._task, 'label_map', None)))
+                            self._min_score, self._names()))
     except (tf.errors.OpError, ValueError, TypeError) as e:
       logging.warning('eval image summaries disabled: %s', e)
       self._disabled = True

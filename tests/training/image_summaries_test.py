@@ -82,6 +82,9 @@ class EventFileTest(tf.test.TestCase):
     # 3 validation images (2 batches of 2, the last one padded): 3 drawn.
     self.assertEqual(_images_in_events(os.path.join(model_dir, 'eval')), {1: 3})
     self.assertEqual(_images_in_events(os.path.join(model_dir, 'train')), {})
+    # Class names: the label map written beside the records.
+    action = image_summaries.EvalImageSummaries(task, None, model_dir, None)
+    self.assertEqual(action._names(), {1: 'circle', 2: 'square', 3: 'triangle', 4: 'cross'})  # pylint: disable=protected-access
 
 
 if __name__ == '__main__':
