@@ -31,6 +31,7 @@ from spinenet.training import base_task
 METRIC_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl',
                 'ARmax1', 'ARmax10', 'ARmax100', 'ARs', 'ARm', 'ARl')
 MASK_PREFIX = 'mask_'
+_PASTE_CHUNK = 16  # masks pasted at once on host
 MASK_METRIC_NAMES = tuple(MASK_PREFIX + name for name in METRIC_NAMES)
 
 
@@ -96,11 +97,16 @@ def paste_to_original(masks, boxes, height, width):
   Returns:
     uint8 `[N, height, width]`, 1 where the pasted probability > 0.5.
   """
-  if not len(masks):
-    return np.zeros([0, height, width], np.uint8)
-  pasted = mask_ops.paste_masks(np.asarray(masks, np.float32),
-                                np.asarray(boxes, np.float32), int(height), int(width))
-  return mask_ops.binarize(pasted).numpy()
+  masks = np.asarray(masks, np.float32)
+  boxes = np.asarray(boxes, np.float32)
+  binary = np.zeros([len(masks), int(height), int(width)], np.uint8)
+  # In chunks: 100 float32 masks of a 640 x 640 image would be 164 MB at once.
+  for start in range(0, len(masks), _PASTE_CHUNK):
+    end = start + _PASTE_CHUNK
+    pasted = mask_ops.paste_masks(masks[start:end], boxes[start:end],
+                                  int(height), int(width))
+    binary[start:end] = mask_ops.binarize(pasted).numpy()
+  return binary
 
 
 def masks_to_coco(image_ids, boxes, masks, num_detections, scales, sizes):

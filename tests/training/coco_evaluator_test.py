@@ -152,6 +152,18 @@ class CocoMaskEvaluatorTest(tf.test.TestCase):
     want[20:60, 10:25] = 1
     self.assertAllEqual(mask, want)
 
+  def test_pasting_in_chunks_equals_pasting_one_by_one(self):
+    rng = np.random.default_rng(0)
+    masks = rng.random([40, MASK, MASK]).astype(np.float32)
+    corners = rng.uniform(0, 80, [40, 2])
+    boxes = np.concatenate([corners, corners + rng.uniform(2, 40, [40, 2])], 1)
+    together = coco_evaluator.paste_to_original(masks, boxes, 90, 70)
+    self.assertEqual(together.shape, (40, 90, 70))
+    for i in (0, 15, 16, 39):
+      self.assertAllEqual(together[i], coco_evaluator.paste_to_original(
+          masks[i:i + 1], boxes[i:i + 1], 90, 70)[0])
+    self.assertGreater(together.sum(), 0)
+
   def test_perfect_masks_give_mask_ap_1_and_wrong_ones_less(self):
     path = os.path.join(tempfile.mkdtemp(), 'val.json')
     _segmentation_json(path)
