@@ -197,8 +197,10 @@ class EvalImageSummaries:
         images = features['images'] if isinstance(features, dict) else features
         drawn.append(render(images, outputs, self._num_images - sum(map(len, drawn)),
                             self._min_score, self._names()))
-    except (tf.errors.OpError, ValueError, TypeError) as e:
-      logging.warning('eval image summaries disabled: %s', e)
+    except Exception as e:  # pylint: disable=broad-except
+      # A picture must never stop a run (e.g. a strategy whose variables
+      # cannot be read eagerly on the host).
+      logging.warning('eval image summaries disabled: %s: %s', type(e).__name__, e)
       self._disabled = True
       return None
     return np.concatenate(drawn) if drawn else None
