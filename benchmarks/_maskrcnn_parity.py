@@ -49,7 +49,8 @@ def row(ours, reference):
 
 
 def converted_pair(model_id, size, workdir, num_classes=5, overrides=None, seed=0):
-  """`(MG model, our converted model, conversion result)`."""
+  """`(MG model, our converted model, conversion result)`; the MG checkpoint
+  is `workdir/mg/ckpt`."""
   mg = mg_maskrcnn.build_mg_maskrcnn(model_id, size, num_classes, overrides)
   harness.randomize(mg, seed)
   prefix = tf.train.Checkpoint(model=mg).write(os.path.join(workdir, 'mg', 'ckpt'))

@@ -8,12 +8,17 @@ proposals, and detections from the same box-head outputs (our post-processing
 vs its detection generator) must agree to 1e-4 x max |reference| (`benchmarks/_maskrcnn_parity.py`;
 `benchmarks/parity_maskrcnn.py` prints the table).
 """
+import os
+
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from benchmarks import _maskrcnn_parity as parity
 from benchmarks import _model_garden_maskrcnn as mg_maskrcnn
 from spinenet.modeling import profile
 from spinenet.modeling import registry
+from spinenet.training import checkpoint_converter
 
 _NARROW = dict(rpn_filters=32, box_filters=32, fc_dims=64, mask_filters=32)
 
@@ -30,6 +35,22 @@ def test_converted_maskrcnn_matches_model_garden(tmp_path):
   for name, (diff, scale, ratio) in rows.items():
     assert scale > 0, name  # a zero reference would make the check vacuous
     assert ratio <= parity.TOLERANCE, f'{name}: {diff:.3g} / {scale:.3g} = {ratio:.3g}'
+
+  # Without a model given, the heads' depths, widths and classes come from the
+  # checkpoint, and the weights are the same.
+  prefix = os.path.join(str(tmp_path), 'mg', 'ckpt')
+  inferred = checkpoint_converter.convert(prefix, '49S', 'maskrcnn',
+                                          str(tmp_path / 'inferred')).model
+  assert inferred.box_head.get_config()['fc_dims'] == 64
+  assert inferred.box_head.get_config()['num_classes'] == 5
+  images = tf.random.stateless_normal([1, 128, 128, 3], [1, 2])
+  a = inferred.rpn_head(inferred.features(images, training=False), training=False)[0]
+  b = ours.rpn_head(ours.features(images, training=False), training=False)[0]
+  for level in a:
+    np.testing.assert_array_equal(a[level].numpy(), b[level].numpy())
+  # A Mask R-CNN checkpoint is not a RetinaNet one.
+  with pytest.raises(checkpoint_converter.ConversionError, match='problem'):
+    checkpoint_converter.convert(prefix, '49S', 'retinanet', str(tmp_path / 'wrong'))
 
 
 @pytest.mark.parametrize('model_id', ['49S'])
