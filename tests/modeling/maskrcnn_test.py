@@ -122,3 +122,15 @@ def test_recipes_of_every_id():
   assert registry.get_maskrcnn_spec('49').activation == 'relu'
   for model_id in registry.MODELS:
     registry.get_maskrcnn_spec(model_id)
+
+
+@pytest.mark.parametrize('model_id', ['mobile-49XS', 'resnet50-fpn'])
+def test_other_backbones_build_and_detect(model_id):
+  m = registry.build_maskrcnn(model_id, num_classes=3, input_size=SIZE)
+  out = m(registry.maskrcnn_dummy_features((SIZE, SIZE)), training=False)
+  assert out['detection_masks'].shape == (1, 100, 28, 28)
+  assert m.box_head.get_config()['num_filters'] == registry.get_maskrcnn_spec(
+      model_id).box_filters
+  assert profile.count_params(m)['total'] == sum(
+      profile.count_params(getattr(m, p))['total']
+      for p in ('backbone', 'rpn_head', 'box_head', 'mask_head'))
