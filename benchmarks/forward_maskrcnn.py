@@ -51,16 +51,21 @@ def _host(nest):
   return tf.nest.map_structure(lambda t: t.numpy(), nest)
 
 
-def _variants(ours, mg_model, size, mg_xla):
+def _e2e_fn(model):
+  def e2e(images, image_shape):
+    info = tf.stack([image_shape, image_shape, tf.ones_like(image_shape),
+                     tf.zeros_like(image_shape)], axis=1)
+    return model({'images': images, 'image_info': info}, training=False)
+  return e2e
+
+
+def _variants(ours, mg_model, size, mg_xla, ours_winograd=None):
   """`{name: (callable of (images, image_shape), description)}`."""
   def ours_raw(images, image_shape):
     del image_shape
     return ours.rpn_head(ours.features(images, training=False), training=False)
 
-  def ours_e2e(images, image_shape):
-    info = tf.stack([image_shape, image_shape, tf.ones_like(image_shape),
-                     tf.zeros_like(image_shape)], axis=1)
-    return ours({'images': images, 'image_info': info}, training=False)
+  ours_e2e = _e2e_fn(ours)
 
   def mg_raw(images, image_shape):
     del image_shape
@@ -79,6 +84,9 @@ def _variants(ours, mg_model, size, mg_xla):
       'ours_e2e': (tf.function(ours_e2e), 'model(features, training=False)'),
       'mg_e2e': (tf.function(mg_e2e), 'MaskRCNNModel(images, image_shape, training=False)'),
   }
+  if ours_winograd is not None:
+    variants['ours_e2e_winograd'] = (tf.function(_e2e_fn(ours_winograd)),
+                                     'the same, Winograd box/mask head convs')
   if mg_xla:
     variants['mg_e2e_xla'] = (tf.function(mg_e2e, jit_compile=True),
                               'the same, tf.function(jit_compile=True)')
@@ -94,17 +102,23 @@ def _compiles(name, fn, args):
     return False
 
 
-def benchmark(model_id='49', size=640, iters=5, warmup=2, mg_xla=True):
+def benchmark(model_id='49', size=640, iters=5, warmup=2, mg_xla=True, winograd=True):
   """Measures every variant; returns the report dict (see the module docstring)."""
   env = _machine.env_summary()
   logging.info('Building ours (%s @ %d) and the Model Garden\'s.', model_id, size)
   ours = registry.build_maskrcnn(model_id, input_size=size)
+  ours_winograd = None
+  if winograd:
+    ours_winograd = registry.build_maskrcnn(model_id, input_size=size,
+                                            head_winograd_min_size=7)
+    ours_winograd.set_weights(ours.get_weights())
   mg_model = mg_maskrcnn.build_mg_maskrcnn(model_id, size)
   images = tf.random.stateless_normal([1, size, size, 3], [2020, 6])
   image_shape = tf.constant([[size, size]], tf.float32)
   args = (images, image_shape)
   runnable, skipped = {}, {}
-  for name, (fn, description) in _variants(ours, mg_model, size, mg_xla).items():
+  for name, (fn, description) in _variants(ours, mg_model, size, mg_xla,
+                                           ours_winograd).items():
     logging.info('Tracing %s.', name)
     if _compiles(name, fn, args):
       runnable[name] = (fn, description)
@@ -126,8 +140,11 @@ def benchmark(model_id='49', size=640, iters=5, warmup=2, mg_xla=True):
               skipped=skipped, ours_raw_ms=median('ours_raw'), mg_raw_ms=median('mg_raw'),
               ours_e2e_ms=median('ours_e2e'), mg_e2e_ms=median('mg_e2e'),
               mg_e2e_xla_ms=median('mg_e2e_xla'),
+              ours_e2e_winograd_ms=median('ours_e2e_winograd'),
               ratio_raw=median('ours_raw') / median('mg_raw'),
-              ratio_end_to_end=median('ours_e2e') / mg_e2e_best)
+              ratio_end_to_end=median('ours_e2e') / mg_e2e_best,
+              ratio_end_to_end_winograd=(median('ours_e2e_winograd') / mg_e2e_best
+                                         if 'ours_e2e_winograd' in variants else None))
 
 
 def format_report(report):
@@ -141,6 +158,9 @@ def format_report(report):
     lines.append(f"{name:<14} {'n/a':>10} {'':>9}  {description}: does not compile")
   lines.append(f"ratio raw (ours / MG): {report['ratio_raw']:.3f}   "
                f"ratio end to end (ours / faster MG): {report['ratio_end_to_end']:.3f}")
+  if report['ratio_end_to_end_winograd'] is not None:
+    lines.append('ratio end to end, Winograd heads (ours / faster MG): '
+                 f"{report['ratio_end_to_end_winograd']:.3f}")
   return '\n'.join(lines)
 
 
@@ -150,14 +170,17 @@ flags.DEFINE_integer('size', 640, 'Square input size in pixels.')
 flags.DEFINE_integer('iters', 5, 'Timed iterations per variant.')
 flags.DEFINE_integer('warmup', 2, 'Untimed iterations per variant.')
 flags.DEFINE_bool('mg_xla', True, "Also time the Model Garden's call with jit_compile=True.")
+flags.DEFINE_bool('winograd', True, 'Also time ours with Winograd box/mask head convs.')
 
 
 def main(argv):
   del argv
-  report = benchmark(FLAGS.model, FLAGS.size, FLAGS.iters, FLAGS.warmup, FLAGS.mg_xla)
+  report = benchmark(FLAGS.model, FLAGS.size, FLAGS.iters, FLAGS.warmup, FLAGS.mg_xla,
+                     FLAGS.winograd)
   print(format_report(report))
   keys = ('ours_raw_ms', 'mg_raw_ms', 'ours_e2e_ms', 'mg_e2e_ms', 'mg_e2e_xla_ms',
-          'ratio_raw', 'ratio_end_to_end')
+          'ours_e2e_winograd_ms', 'ratio_raw', 'ratio_end_to_end',
+          'ratio_end_to_end_winograd')
   summary = {k: (round(report[k], 3) if isinstance(report[k], float) else report[k])
              for k in keys}
   summary.update(model=report['model'], size=report['size'], precision='float32',

@@ -11,6 +11,7 @@ import tf_keras as keras
 
 from spinenet.modeling import activations
 from spinenet.modeling import batch_norm
+from spinenet.modeling import winograd_conv
 
 
 def _he_fan_out():
@@ -116,6 +117,10 @@ class BoxHead(_NormMixin, keras.layers.Layer):
     fc_dims: int. Defaults to 1024.
     activation, use_sync_bn, norm_momentum, norm_epsilon, kernel_regularizer:
       as in `RPNHead`.
+    winograd_min_size: int. 3x3 convs on ROI maps at least this large run as
+      Winograd F(4x4, 3x3) convolutions in float32
+      (`winograd_conv.WinogradConv2D`: same weights, results to float
+      rounding); 0 (default) never. A CPU option.
 
   Call arguments:
     roi_features: float `[B, R, S, S, C]` (static `R`, `S`, `C`).
@@ -126,19 +131,20 @@ class BoxHead(_NormMixin, keras.layers.Layer):
 
   def __init__(self, num_classes, num_convs=4, num_filters=256, num_fcs=1, fc_dims=1024,
                activation='relu', use_sync_bn=False, norm_momentum=0.99,
-               norm_epsilon=1e-3, kernel_regularizer=None, **kwargs):
+               norm_epsilon=1e-3, kernel_regularizer=None, winograd_min_size=0, **kwargs):
     super().__init__(**kwargs)
     self._config = dict(num_classes=num_classes, num_convs=num_convs,
                         num_filters=num_filters, num_fcs=num_fcs, fc_dims=fc_dims,
                         activation=activation, use_sync_bn=use_sync_bn,
-                        norm_momentum=norm_momentum, norm_epsilon=norm_epsilon)
+                        norm_momentum=norm_momentum, norm_epsilon=norm_epsilon,
+                        winograd_min_size=winograd_min_size)
     self._kernel_regularizer = keras.regularizers.get(kernel_regularizer)
     self._act = activations.get(activation)
 
   def build(self, input_shape):
     c = self._config
-    self.convs = [keras.layers.Conv2D(
-        c['num_filters'], 3, padding='same', name=f'box_conv_{i}',
+    self.convs = [winograd_conv.conv2d(
+        c['num_filters'], 3, min_size=c['winograd_min_size'], name=f'box_conv_{i}',
         kernel_initializer=_he_fan_out(), kernel_regularizer=self._kernel_regularizer)
                   for i in range(c['num_convs'])]
     self.conv_norms = [self._norm(f'box_conv_norm_{i}') for i in range(c['num_convs'])]
@@ -187,6 +193,7 @@ class MaskHead(_NormMixin, keras.layers.Layer):
     upsample_factor: int, the deconv's stride. Defaults to 2 (14 -> 28).
     activation, use_sync_bn, norm_momentum, norm_epsilon, kernel_regularizer:
       as in `RPNHead`.
+    winograd_min_size: as in `BoxHead`.
 
   Call arguments:
     roi_features: float `[B, R, S, S, C]`.
@@ -198,12 +205,13 @@ class MaskHead(_NormMixin, keras.layers.Layer):
 
   def __init__(self, num_classes, num_convs=4, num_filters=256, upsample_factor=2,
                activation='relu', use_sync_bn=False, norm_momentum=0.99,
-               norm_epsilon=1e-3, kernel_regularizer=None, **kwargs):
+               norm_epsilon=1e-3, kernel_regularizer=None, winograd_min_size=0, **kwargs):
     super().__init__(**kwargs)
     self._config = dict(num_classes=num_classes, num_convs=num_convs,
                         num_filters=num_filters, upsample_factor=upsample_factor,
                         activation=activation, use_sync_bn=use_sync_bn,
-                        norm_momentum=norm_momentum, norm_epsilon=norm_epsilon)
+                        norm_momentum=norm_momentum, norm_epsilon=norm_epsilon,
+                        winograd_min_size=winograd_min_size)
     self._kernel_regularizer = keras.regularizers.get(kernel_regularizer)
     self._act = activations.get(activation)
 
@@ -213,8 +221,8 @@ class MaskHead(_NormMixin, keras.layers.Layer):
 
   def build(self, input_shape):
     c = self._config
-    self.convs = [keras.layers.Conv2D(
-        c['num_filters'], 3, padding='same', name=f'mask_conv_{i}',
+    self.convs = [winograd_conv.conv2d(
+        c['num_filters'], 3, min_size=c['winograd_min_size'], name=f'mask_conv_{i}',
         kernel_initializer=_he_fan_out(), kernel_regularizer=self._kernel_regularizer)
                   for i in range(c['num_convs'])]
     self.conv_norms = [self._norm(f'mask_conv_norm_{i}') for i in range(c['num_convs'])]

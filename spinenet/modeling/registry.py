@@ -269,7 +269,8 @@ _MASKRCNN_HEAD_ARGS = tuple(f.name for f in dataclasses.fields(MaskRCNNSpec))
 
 def build_maskrcnn(model_id, num_classes=91, input_size=None, *, num_scales=1,
                    aspect_ratios=(0.5, 1.0, 2.0), proposal_config=None,
-                   roi_sampler_config=None, detection_config=None, **overrides):
+                   roi_sampler_config=None, detection_config=None,
+                   head_winograd_min_size=0, **overrides):
   """Builds Mask R-CNN on `model_id` with its recipe's heads and anchors.
 
   Args:
@@ -279,6 +280,9 @@ def build_maskrcnn(model_id, num_classes=91, input_size=None, *, num_scales=1,
     num_scales, aspect_ratios: RPN anchors per location (recipe: 1 x 3).
     proposal_config, roi_sampler_config, detection_config: the
       `maskrcnn` dataclasses; recipe defaults when None.
+    head_winograd_min_size: box and mask head 3x3 convs on ROI maps at least
+      this large run as Winograd convolutions (`maskrcnn_heads.BoxHead`); 0
+      (default) never. A CPU option: same weights, results to float rounding.
     **overrides: any `MaskRCNNSpec` field (rpn_convs, box_filters, fc_dims,
       anchor_size, activation, ...) and any `build_backbone` argument. The
       activation applies to backbone and heads alike.
@@ -308,10 +312,12 @@ def build_maskrcnn(model_id, num_classes=91, input_size=None, *, num_scales=1,
       **norm)
   box_head = maskrcnn_heads.BoxHead(
       num_classes, num_convs=recipe.box_convs, num_filters=recipe.box_filters,
-      fc_dims=recipe.fc_dims, kernel_regularizer=regularizer, name='box_head', **norm)
+      fc_dims=recipe.fc_dims, kernel_regularizer=regularizer,
+      winograd_min_size=head_winograd_min_size, name='box_head', **norm)
   mask_head = maskrcnn_heads.MaskHead(
       num_classes, num_convs=recipe.mask_convs, num_filters=recipe.mask_filters,
-      kernel_regularizer=regularizer, name='mask_head', **norm)
+      kernel_regularizer=regularizer, winograd_min_size=head_winograd_min_size,
+      name='mask_head', **norm)
   model = maskrcnn_lib.MaskRCNN(
       backbone, rpn_head, box_head, mask_head, min_level, max_level, anchor_config,
       proposal_config or maskrcnn_lib.ProposalConfig(),

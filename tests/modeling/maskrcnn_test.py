@@ -134,3 +134,20 @@ def test_other_backbones_build_and_detect(model_id):
   assert profile.count_params(m)['total'] == sum(
       profile.count_params(getattr(m, p))['total']
       for p in ('backbone', 'rpn_head', 'box_head', 'mask_head'))
+
+
+def test_winograd_heads_give_the_same_detections(model):
+  fast = _tiny(head_winograd_min_size=7)
+  fast.set_weights(model.get_weights())
+  assert 'WinogradConv2D' in {type(c).__name__ for c in fast.box_head.convs}
+  features = _features(seed=2)
+  features = {k: features[k] for k in ('images', 'image_info')}
+  rois = tf.constant([[[10, 10, 60, 50], [0, 0, 128, 128]]] * 2, tf.float32)
+  feats = model.features(features['images'], training=False)
+  for a, b in zip(model.box_outputs(feats, rois, training=False),
+                  fast.box_outputs(feats, rois, training=False)):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+  classes = tf.constant([[1, 2]] * 2)
+  np.testing.assert_allclose(model.mask_outputs(feats, rois, classes, training=False),
+                             fast.mask_outputs(feats, rois, classes, training=False),
+                             rtol=1e-4, atol=1e-5)
