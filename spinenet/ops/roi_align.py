@@ -47,7 +47,9 @@ def assign_levels(boxes, min_level, max_level):
   boxes = tf.cast(boxes, tf.float32)
   height = boxes[..., 2] - boxes[..., 0]
   width = boxes[..., 3] - boxes[..., 1]
-  size = tf.sqrt(height * width)
+  # An inverted box (negative area; the authors' TF1 proposals keep them)
+  # counts as empty instead of giving a NaN level.
+  size = tf.sqrt(tf.maximum(height * width, 0.0))
   # floor(log(s / 224) / log 2), computed as the reference implementations do
   # so that sizes at exact powers of two fall on the same side; an empty box
   # (log 0 = -inf) lands on the lowest level.
