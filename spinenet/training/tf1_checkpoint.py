@@ -19,7 +19,12 @@ imported. Matching (docs/convert.md):
   order (`backbone_units`) and paired with theirs sorted by that number. The
   heads have explicit names: `retinanet/class_net/class-<i>` (shared convs),
   `class-<i>-<level>` (per-level norms), `class-predict`, the `box_net`
-  twins; `classification_head/dense`.
+  twins; `classification_head/dense`; Mask R-CNN `rpn_head/rpn` (shared conv,
+  `rpn-<i>` for further ones), `rpn_head/rpn-l<level>-bn` (per-level norms),
+  `rpn-class`, `rpn-box`; `fast_rcnn_head/conv_<i>`, `fc6`, `class-predict`,
+  `box-predict` with unnamed batch norms in creation order (convs', then the
+  FC's); `mask_head/mask-conv-l<i>`, `conv5-mask` (the deconv),
+  `mask_fcn_logits`, unnamed batch norms likewise.
 * `global_step`, optimizer slots (`<variable>/Momentum`) and moving-average
   shadows (`<variable>/ExponentialMovingAverage`: `use_ema` picks them where
   they exist) are bookkeeping. Every other variable must pair with one of ours
@@ -50,7 +55,12 @@ from spinenet.training import object_graph
 ConversionError = checkpoint_converter.ConversionError
 ConversionResult = checkpoint_converter.ConversionResult
 
-TASKS = ('retinanet', 'classification', 'backbone')
+TASKS = ('retinanet', 'maskrcnn', 'classification', 'backbone')
+# Our task of each authors' model (`_MODEL_SCOPES` values).
+_TASK_OF_MODEL = {'retinanet': 'retinanet', 'classification': 'classification',
+                  'mask_rcnn': 'maskrcnn'}
+# Top-level scopes of the authors' Mask R-CNN heads.
+MASKRCNN_SCOPES = ('rpn_head', 'fast_rcnn_head', 'mask_head')
 # Slots of the TF1 optimizers (`<variable>/<slot>`); the zoo used Momentum.
 SLOT_NAMES = ('Momentum', 'Adam', 'Adam_1', 'RMSProp', 'RMSProp_1')
 EMA_SUFFIX = 'ExponentialMovingAverage'
@@ -278,6 +288,41 @@ def retinanet_head_units(head):
   return units
 
 
+def maskrcnn_head_units(model):
+  """Our Mask R-CNN heads' layers under the authors' names, in creation order.
+
+  Explicit names are their own layer class (`_parse`); `conv_<i>` of the box
+  head and the unnamed `batch_normalization_<n>` pair by creation number.
+  """
+  rpn, box, mask = model.rpn_head, model.box_head, model.mask_head
+  units = []
+  for i, conv in enumerate(rpn.convs):
+    units.append(('rpn_head', 'rpn' if i == 0 else f'rpn-{i}', conv.name, _leaves(conv)))
+  for level in rpn.levels:
+    for i, norm in enumerate(rpn.norms[level]):
+      name = f'rpn-l{level}-bn' + ('' if i == 0 else f'-{i}')
+      units.append(('rpn_head', name, norm.name, _leaves(norm)))
+  units.append(('rpn_head', 'rpn-class', rpn.classifier.name, _leaves(rpn.classifier)))
+  units.append(('rpn_head', 'rpn-box', rpn.box_regressor.name, _leaves(rpn.box_regressor)))
+
+  scope = 'fast_rcnn_head'
+  units += [(scope, 'conv', conv.name, _leaves(conv)) for conv in box.convs]
+  units += [(scope, 'batch_normalization', norm.name, _leaves(norm))
+            for norm in list(box.conv_norms) + list(box.fc_norms)]
+  units += [(scope, f'fc{i + 6}', fc.name, _leaves(fc)) for i, fc in enumerate(box.fcs)]
+  units.append((scope, 'class-predict', box.classifier.name, _leaves(box.classifier)))
+  units.append((scope, 'box-predict', box.box_regressor.name, _leaves(box.box_regressor)))
+
+  scope = 'mask_head'
+  units += [(scope, f'mask-conv-l{i}', conv.name, _leaves(conv))
+            for i, conv in enumerate(mask.convs)]
+  units += [(scope, 'batch_normalization', norm.name, _leaves(norm))
+            for norm in list(mask.conv_norms) + [mask.deconv_norm]]
+  units.append((scope, 'conv5-mask', mask.deconv.name, _leaves(mask.deconv)))
+  units.append((scope, 'mask_fcn_logits', mask.predictor.name, _leaves(mask.predictor)))
+  return units
+
+
 def classification_head_units(head):
   return [('classification_head', 'dense', 'classification_head/logits',
            _leaves(head.linear))]
@@ -350,27 +395,33 @@ def tf1_build_args(model_id: str, task: str, activation: Optional[str] = None,
 
   Args:
     model_id: our id.
-    task: 'retinanet', 'classification' or 'backbone'.
+    task: 'retinanet', 'maskrcnn', 'classification' or 'backbone'.
     activation: the checkpoint's activation ('swish' for the "-best"
-      checkpoints and SpineNetMB-49, 'relu' for the others); None: the id's.
+      checkpoints and SpineNetMB-49, 'relu' for the others); None: the id's
+      (for 'maskrcnn' the id's Mask R-CNN recipe's: relu but for 190).
     source_model: the authors' model the weights come from, 'retinanet',
       'classification' or 'mask_rcnn' (its batch-norm epsilon); None: `task`'s
       (RetinaNet's for the backbone task).
 
   Returns:
-    dict for `registry.build_retinanet` / `build_classifier` /
-    `build_backbone` (and gin's `build_retinanet.<name>`). RetinaNet also
-    gets the authors' anchor order `aspect_ratios=(1.0, 2.0, 0.5)`: their
-    predictors' channels follow it, so a model with our default order would
-    pair each anchor with another anchor's outputs.
+    dict for `registry.build_retinanet` / `build_maskrcnn` /
+    `build_classifier` / `build_backbone` (and gin's
+    `build_retinanet.<name>`). RetinaNet and Mask R-CNN also get the authors'
+    anchor order `aspect_ratios=(1.0, 2.0, 0.5)`: their predictors' channels
+    follow it, so a model with our default order would pair each anchor with
+    another anchor's outputs. Mask R-CNN's epsilon (1e-3) applies to its
+    heads too.
   """
   spec = registry.get_spec(model_id)
   args = dict(registry.TF1_BACKBONE_OPTIONS)
   args.update(spec.backbone_options)
-  source_model = source_model or (task if task != 'backbone' else 'retinanet')
+  default_source = {'backbone': 'retinanet', 'maskrcnn': 'mask_rcnn'}.get(task, task)
+  source_model = source_model or default_source
   args['norm_epsilon'] = TF1_NORM_EPSILON[source_model]
-  args['activation'] = activation or spec.activation
-  if task == 'retinanet':
+  default_activation = (registry.get_maskrcnn_spec(model_id).activation
+                        if task == 'maskrcnn' else spec.activation)
+  args['activation'] = activation or default_activation
+  if task in ('retinanet', 'maskrcnn'):
     args['aspect_ratios'] = TF1_ASPECT_RATIOS
   return args
 
@@ -402,12 +453,57 @@ def _infer_head(ckpt, task, model_id):
   if task == 'classification':
     bias = shapes.get('classification_head/dense/bias')
     return dict(num_classes=bias[0]) if bias else {}
+  if task == 'maskrcnn':
+    return _infer_maskrcnn_heads(shapes, model_id)
   return {}
+
+
+def _count(shapes, pattern):
+  return len({m.group(1) for n in shapes for m in [re.fullmatch(pattern, n)] if m})
+
+
+def _infer_maskrcnn_heads(shapes, model_id):
+  """`build_maskrcnn` head arguments of an authors' Mask R-CNN checkpoint.
+
+  Classes from `fast_rcnn_head/class-predict`; depths from the numbered
+  convs (`rpn-<i>`, `conv_<i>`, `mask-conv-l<i>`), widths from their biases.
+
+  Raises:
+    ConversionError: a box head with other than one FC (ours has one).
+  """
+  cls_bias = shapes.get('fast_rcnn_head/class-predict/bias')
+  if not cls_bias:
+    return {}
+  args = dict(num_classes=cls_bias[0])
+  if 'rpn_head/rpn/bias' in shapes:
+    args['rpn_convs'] = 1 + _count(shapes, r'rpn_head/rpn-(\d+)/bias')
+    args['rpn_filters'] = shapes['rpn_head/rpn/bias'][0]
+  args['box_convs'] = _count(shapes, r'fast_rcnn_head/conv_(\d+)/bias')
+  if args['box_convs']:
+    args['box_filters'] = shapes['fast_rcnn_head/conv_0/bias'][0]
+  fcs = sorted(n for n in shapes if re.fullmatch(r'fast_rcnn_head/fc\d+/bias', n))
+  if len(fcs) != 1:
+    raise ConversionError(
+        f'The checkpoint\'s Fast R-CNN head has {len(fcs)} FC layers ({fcs}); our box '
+        'head (maskrcnn_heads.BoxHead via build_maskrcnn) converts one, the SpineNet '
+        'recipe\'s.')
+  args['fc_dims'] = shapes[fcs[0]][0]
+  args['mask_convs'] = _count(shapes, r'mask_head/mask-conv-l(\d+)/bias')
+  if 'mask_head/mask-conv-l0/bias' in shapes:
+    args['mask_filters'] = shapes['mask_head/mask-conv-l0/bias'][0]
+  recipe = registry.get_maskrcnn_spec(model_id)
+  differs = {k: v for k, v in args.items() if hasattr(recipe, k) and getattr(recipe, k) != v}
+  if differs:
+    logging.info('Mask R-CNN heads from the checkpoint differ from %s\'s recipe: %s; '
+                 'build it that way to restore.', model_id, differs)
+  return args
 
 
 def _build(task, model_id, build_args, input_size):
   if task == 'retinanet':
     return registry.build_retinanet(model_id, input_size=input_size or 128, **build_args)
+  if task == 'maskrcnn':
+    return registry.build_maskrcnn(model_id, input_size=input_size or 128, **build_args)
   if task == 'classification':
     return registry.build_classifier(
         model_id, input_size=input_size or CLASSIFICATION_INPUT_SIZE, **build_args)
@@ -423,6 +519,9 @@ def _units(task, model, model_id):
   if task == 'retinanet':
     units += retinanet_head_units(model.head)
     roots.add('retinanet')
+  elif task == 'maskrcnn':
+    units += maskrcnn_head_units(model)
+    roots.update(MASKRCNN_SCOPES)
   elif task == 'classification':
     units += classification_head_units(model.head)
     roots.add('classification_head')
@@ -466,6 +565,17 @@ def _source_model(ckpt):
     logging.info('TF1 checkpoint of the authors\' %s model.', found[0])
     return found[0]
   return None
+
+
+def _check_task(task, source_model, path):
+  """Refuses converting one authors' model as another (the backbone of any is fine)."""
+  if task == 'backbone' or source_model is None:
+    return
+  expected = _TASK_OF_MODEL[source_model]
+  if task != expected:
+    raise ConversionError(
+        f'--tf1_checkpoint={path} holds the authors\' {source_model} model (its scopes), '
+        f'not {task}: use --task={expected}, or --task=backbone for its backbone alone.')
 
 
 def _other_model_variables(ckpt, scope, task, path):
@@ -535,11 +645,12 @@ def convert(tf1_checkpoint: str, model_id: str, task: str, output_dir: str,
   Args:
     tf1_checkpoint: checkpoint prefix, or a directory (local or `gs://`).
     model_id: our id (`registry.SPINENET_IDS`; SpineNetMB-49 is 'MB-49').
-    task: 'retinanet', 'classification' or 'backbone' (the backbone of any of
-      them, e.g. of a Mask R-CNN checkpoint; the rest is ignored).
+    task: 'retinanet', 'maskrcnn', 'classification' or 'backbone' (the
+      backbone of any of them; the rest is ignored). A checkpoint of another
+      authors' model than `task` (told by its scopes) is refused.
     output_dir: new or empty directory.
     num_classes: expected class count (background included); None: the
-      checkpoint's (RetinaNet 91, ImageNet 1001).
+      checkpoint's (RetinaNet and Mask R-CNN 91, ImageNet 1001).
     activation: 'swish' ("-best" checkpoints, SpineNetMB-49) or 'relu' (the
       others); None: the id's default (swish).
     use_ema: take `ExponentialMovingAverage` shadows where they exist.
@@ -566,6 +677,7 @@ def convert(tf1_checkpoint: str, model_id: str, task: str, output_dir: str,
                     'own activations.', model_id, model_id)
 
   source_model = _source_model(ckpt)
+  _check_task(task, source_model, path)
   build_args = tf1_build_args(model_id, task, activation, source_model)
   build_args.update(_infer_head(ckpt, task, model_id))
   if num_classes is not None:

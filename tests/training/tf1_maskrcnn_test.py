@@ -1,0 +1,133 @@
+"""TF1 model-zoo Mask R-CNN checkpoints: conversion and parity.
+
+* Always run: a tiny Mask R-CNN of ours is written as a name-based TF1
+  checkpoint under the authors' names (the converter's naming rule inverted:
+  `rpn_head/rpn`, `rpn-l<level>-bn`, `fast_rcnn_head/conv_<i>`, `fc6`,
+  unnamed `batch_normalization_<n>`, `mask_head/mask-conv-l<i>`,
+  `conv5-mask`, `mask_fcn_logits`, ...); `--task=maskrcnn` must infer the head
+  sizes from it, restore every variable, and a RetinaNet conversion of it must
+  be refused with the task to use.
+* Parity with the authors' code (needs SPINENET_TF1_REFERENCE): their
+  `spinenet49_mrcnn` at 128 px (5 classes, to keep their per-class NMS short)
+  is converted; backbone and RPN outputs per level, the Fast R-CNN outputs on
+  their proposals and the masks on their detections must be within
+  1e-4 x max |TF1| (`benchmarks/_tf1_maskrcnn_parity.py`).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from benchmarks import _tf1_maskrcnn_parity as parity
+from spinenet.modeling import registry
+from spinenet.training import tf1_checkpoint
+
+SIZE = 128
+TINY = dict(filter_size_scale=0.25, endpoints_num_filters=16, min_level=3, max_level=7)
+HEADS = dict(rpn_convs=2, rpn_filters=8, box_convs=2, box_filters=8, fc_dims=16,
+             mask_convs=3, mask_filters=8)
+
+
+def _tf1_names(units):
+  """`{TF1 name: our variable}`: the converter's naming rule, inverted."""
+  counters, names = {}, {}
+  for scope, kind, _, leaves in units:
+    n = counters.get((scope, kind), 0)
+    counters[(scope, kind)] = n + 1
+    if kind == 'conv' and scope == 'fast_rcnn_head':
+      layer = f'conv_{n}'
+    else:
+      layer = kind if n == 0 else f'{kind}_{n}'
+    for leaf, var in leaves.items():
+      names[f'{scope}/{layer}/{leaf}'] = var
+  return names
+
+
+def _save_tf1(prefix, tensors):
+  names = sorted(tensors)
+  tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[''] * len(names),
+                    tensors=[tf.constant(tensors[n]) for n in names])
+
+
+def test_maskrcnn_checkpoint_converts_with_its_head_sizes(tmp_path):
+  args = tf1_checkpoint.tf1_build_args('49S', 'maskrcnn')
+  assert args['norm_epsilon'] == 1e-3 and args['activation'] == 'relu'
+  assert tuple(args['aspect_ratios']) == (1.0, 2.0, 0.5)
+  source = registry.build_maskrcnn('49S', num_classes=4, input_size=SIZE, **TINY, **HEADS,
+                                   **args)
+  units = (tf1_checkpoint.backbone_units(source.backbone, mobile=False)
+           + tf1_checkpoint.maskrcnn_head_units(source))
+  names = _tf1_names(units)
+  assert len(names) == len(source.weights)
+  assert {'rpn_head/rpn-1/kernel', 'rpn_head/rpn-l7-bn-1/gamma',
+          'fast_rcnn_head/conv_1/kernel', 'fast_rcnn_head/batch_normalization_2/beta',
+          'fast_rcnn_head/fc6/kernel', 'mask_head/conv5-mask/kernel',
+          'mask_head/batch_normalization_3/moving_variance',
+          'mask_head/mask_fcn_logits/bias'} <= set(names)
+  rng = np.random.default_rng(0)
+  raw = {n: rng.normal(size=v.shape).astype(np.float32) for n, v in names.items()}
+  _save_tf1(str(tmp_path / 'ckpt' / 'model.ckpt-10'), dict(raw, global_step=np.int64(10)))
+
+  # The heads' depths and widths and the class count come from the checkpoint
+  # (the converter builds its model with them; the TINY backbone needs
+  # arguments a checkpoint does not record, so the model is passed here).
+  inferred = tf1_checkpoint._infer_maskrcnn_heads(  # pylint: disable=protected-access
+      {n: tuple(v.shape) for n, v in raw.items()}, '49S')
+  assert inferred == dict(num_classes=4, **HEADS)
+  target = registry.build_maskrcnn('49S', input_size=SIZE, **TINY,
+                                   **dict(args, **inferred))
+  result = tf1_checkpoint.convert(str(tmp_path / 'ckpt'), '49S', 'maskrcnn',
+                                  str(tmp_path / 'out'), model=target)
+  assert len(result.mapping) == len(raw)
+  values = {v.name: v.numpy() for v in target.weights}
+  for ours, key in result.mapping:
+    np.testing.assert_array_equal(values[ours + ':0'], raw[key])
+  record = json.loads((tmp_path / 'out' / 'conversion.json').read_text())
+  assert record['task'] == 'maskrcnn' and record['build_args']['fc_dims'] == 16
+
+  with pytest.raises(tf1_checkpoint.ConversionError, match='use --task=maskrcnn'):
+    tf1_checkpoint.convert(str(tmp_path / 'ckpt'), '49S', 'retinanet',
+                           str(tmp_path / 'out_retinanet'))
+  dropped = {n: v for n, v in raw.items() if not n.startswith('mask_head/mask-conv-l2/')}
+  _save_tf1(str(tmp_path / 'bad' / 'model.ckpt'), dropped)
+  with pytest.raises(tf1_checkpoint.ConversionError, match='mask_head/mask-conv-l2'):
+    tf1_checkpoint.convert(str(tmp_path / 'bad' / 'model.ckpt'), '49S', 'maskrcnn',
+                           str(tmp_path / 'out_bad'), model=target)
+
+
+# ================= Parity with the authors' code (reference) =================
+
+_REFERENCE = os.environ.get('SPINENET_TF1_REFERENCE')
+
+
+@pytest.mark.skipif(not _REFERENCE, reason=(
+    'SPINENET_TF1_REFERENCE is not set (the folder holding the authors\' TF1 code and '
+    'make_tf1_reference.py); .ci/run sets it when present.'))
+@pytest.mark.slow
+def test_converted_zoo_maskrcnn_matches_the_authors_code(tmp_path):
+  ref_dir = tmp_path / 'spinenet49_mrcnn'
+  cmd = [sys.executable, os.path.join(_REFERENCE, 'make_tf1_reference.py'),
+         '--config', 'spinenet49_mrcnn', '--image_size', str(SIZE), '--num_classes', '5',
+         '--output_dir', str(ref_dir)]
+  done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+  ref = np.load(ref_dir / 'reference.npz')
+
+  result = tf1_checkpoint.convert(str(ref_dir), '49', 'maskrcnn', str(tmp_path / 'out'),
+                                  input_size=SIZE)
+  assert len(result.mapping) == len(result.model.weights)
+  assert result.model.box_head.get_config()['num_classes'] == 5
+  diffs, info, worst_anchor = parity.compare(result.model, ref)
+  assert worst_anchor < 1e-3
+  expected = {f'{k}_{l}' for k in ('backbone', 'rpn_score', 'rpn_box') for l in range(3, 8)}
+  expected |= {'frcnn_class_outputs', 'frcnn_box_outputs', 'detection_masks'}
+  assert set(diffs) == expected
+  failed = {k: v for k, v in diffs.items() if not v <= parity.TOLERANCE}
+  assert not failed, failed
+  # The TF1 detections are real ones (the mask rows compare something).
+  assert int(ref['num_detections'][0]) > 0
+  assert set(info) == set(parity.INFO_KEYS)
