@@ -57,7 +57,8 @@ _ACTIVATION = flags.DEFINE_enum(
     'activation', None, ['swish', 'relu'],
     "TF1 only: the checkpoint's activation, which it does not record: swish "
     'for the "-best" checkpoints and SpineNetMB-49, relu for the others '
-    "(spinenet-49.tar.gz, ...). Default: the model id's (swish).")
+    "(spinenet-49.tar.gz, ...). Default: the model id's (swish), or with "
+    "--task=maskrcnn its Mask R-CNN recipe's (relu; swish for 190).")
 _USE_EMA = flags.DEFINE_bool(
     'use_ema', False,
     'TF1 only: take ExponentialMovingAverage shadows where the checkpoint has '
