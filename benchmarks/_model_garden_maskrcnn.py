@@ -75,10 +75,14 @@ def make_mg_maskrcnn_params(model_id, size, num_classes=NUM_CLASSES, overrides=N
 
 
 def build_mg_maskrcnn(model_id, size, num_classes=NUM_CLASSES, overrides=None,
-                      stochastic_depth=0.0):
-  """The Model Garden's `MaskRCNNModel`, built by its task and called once on zeros."""
+                      stochastic_depth=0.0, precision='float32'):
+  """The Model Garden's `MaskRCNNModel`, built by its task and called once on zeros.
+
+  `precision`: the Keras policy during the build ('float32' or
+  'mixed_bfloat16'), as its trainer sets it from `runtime.mixed_precision_dtype`.
+  """
   params = make_mg_maskrcnn_params(model_id, size, num_classes, overrides, stochastic_depth)
-  with _model_garden.keras_precision('float32'):
+  with _model_garden.keras_precision(precision):
     model = task_factory.get_task(params.task).build_model()
     model(tf.zeros([1, size, size, 3]), tf.constant([[size, size]], tf.float32),
           training=False)

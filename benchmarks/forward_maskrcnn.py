@@ -1,6 +1,6 @@
 r"""Inference speed of SpineNet Mask R-CNN, ours vs the Model Garden, in one run.
 
-Batch 1, float32, one random image, both models built with the id's Mask
+Batch 1, one random image, both models built with the id's Mask
 R-CNN recipe (`registry.build_maskrcnn`; the Model Garden's
 `maskrcnn_spinenet_coco` overridden to the same heads,
 `benchmarks/_model_garden_maskrcnn.py`) and timed interleaved round by round
@@ -16,14 +16,23 @@ in one process (`_timing.time_interleaved`), medians:
   compiles (`--mg_xla`). The ratio compares against the faster Model
   Garden variant.
 
+Precisions: every variant above in float32, and (`--bfloat16`, default on)
+the raw and end-to-end ones again with both models built under the Keras
+policy `mixed_bfloat16` (`*_mixed_bfloat16`; same weights; fast only on
+CPUs with AVX512-BF16 or AMX), whose ratios compare best against best at
+that precision, as `benchmarks/train_step.py` does. The Winograd variant is
+float32 only (its convs run direct in bfloat16).
+
 Both models have their initial (untrained) weights; the same number of
 proposals (1000) and detections (100, padded) flow through both second
 stages whatever the weights, but an untrained box head scores every class
 near 1/91, below the 0.05 threshold, so NMS has nothing to do on either side.
 
 The last line printed is one JSON object: `{"ours_raw_ms", "mg_raw_ms",
-"ours_e2e_ms", "mg_e2e_ms", "mg_e2e_xla_ms", "ratio_raw",
-"ratio_end_to_end", "precision", "env"}` (ratios ours / Model Garden).
+"ours_e2e_ms", "mg_e2e_ms", "mg_e2e_xla_ms", "ours_e2e_winograd_ms",
+"ratio_raw", "ratio_end_to_end", "ratio_end_to_end_winograd", the same
+`*_mixed_bfloat16` keys and ratios, "precision", "env"}` (ratios ours /
+Model Garden, float32 unless suffixed).
 
 Usage (from the repository root):
   .venv/bin/python -m benchmarks.forward_maskrcnn [--model=49] [--size=640] [--iters=5]
@@ -43,6 +52,7 @@ from benchmarks import _machine  # noqa: E402
 from benchmarks import _model_garden_maskrcnn as mg_maskrcnn  # noqa: E402
 from benchmarks import _timing  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
 
 from spinenet.modeling import registry  # noqa: E402
 
@@ -59,29 +69,29 @@ def _e2e_fn(model):
   return e2e
 
 
-def _variants(ours, mg_model, size, mg_xla, ours_winograd=None):
-  """`{name: (callable of (images, image_shape), description)}`."""
+_MG_KEYS = ('detection_boxes', 'detection_scores', 'detection_classes', 'num_detections',
+            'detection_masks')
+
+
+def _variants(ours, mg_model, mg_xla, ours_winograd=None, suffix=''):
+  """`{name: (callable of (images, image_shape), description)}`; `suffix` is
+  appended to every name (e.g. '_mixed_bfloat16')."""
   def ours_raw(images, image_shape):
     del image_shape
     return ours.rpn_head(ours.features(images, training=False), training=False)
-
-  ours_e2e = _e2e_fn(ours)
 
   def mg_raw(images, image_shape):
     del image_shape
     return mg_model.rpn_head(mg_model.backbone(images, training=False), training=False)
 
-  keys = ('detection_boxes', 'detection_scores', 'detection_classes', 'num_detections',
-          'detection_masks')
-
   def mg_e2e(images, image_shape):
     outputs = mg_model(images, image_shape, training=False)
-    return {k: outputs[k] for k in keys}
+    return {k: outputs[k] for k in _MG_KEYS}
 
   variants = {
       'ours_raw': (tf.function(ours_raw), 'backbone + RPN head'),
       'mg_raw': (tf.function(mg_raw), 'backbone + RPN head'),
-      'ours_e2e': (tf.function(ours_e2e), 'model(features, training=False)'),
+      'ours_e2e': (tf.function(_e2e_fn(ours)), 'model(features, training=False)'),
       'mg_e2e': (tf.function(mg_e2e), 'MaskRCNNModel(images, image_shape, training=False)'),
   }
   if ours_winograd is not None:
@@ -90,7 +100,7 @@ def _variants(ours, mg_model, size, mg_xla, ours_winograd=None):
   if mg_xla:
     variants['mg_e2e_xla'] = (tf.function(mg_e2e, jit_compile=True),
                               'the same, tf.function(jit_compile=True)')
-  return variants
+  return {name + suffix: v for name, v in variants.items()}
 
 
 def _compiles(name, fn, args):
@@ -102,23 +112,56 @@ def _compiles(name, fn, args):
     return False
 
 
-def benchmark(model_id='49', size=640, iters=5, warmup=2, mg_xla=True, winograd=True):
-  """Measures every variant; returns the report dict (see the module docstring)."""
-  env = _machine.env_summary()
+def _build_ours(model_id, size, precision, **kwargs):
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(precision)
+  try:
+    return registry.build_maskrcnn(model_id, input_size=size, **kwargs)
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+
+
+def _all_variants(model_id, size, mg_xla, winograd, bfloat16):
   logging.info('Building ours (%s @ %d) and the Model Garden\'s.', model_id, size)
-  ours = registry.build_maskrcnn(model_id, input_size=size)
+  ours = _build_ours(model_id, size, 'float32')
   ours_winograd = None
   if winograd:
-    ours_winograd = registry.build_maskrcnn(model_id, input_size=size,
-                                            head_winograd_min_size=7)
+    ours_winograd = _build_ours(model_id, size, 'float32', head_winograd_min_size=7)
     ours_winograd.set_weights(ours.get_weights())
   mg_model = mg_maskrcnn.build_mg_maskrcnn(model_id, size)
+  variants = _variants(ours, mg_model, mg_xla, ours_winograd)
+  if bfloat16:
+    # Winograd is float32 only (its layers run bfloat16 convs directly).
+    ours_bf16 = _build_ours(model_id, size, 'mixed_bfloat16')
+    ours_bf16.set_weights(ours.get_weights())
+    mg_bf16 = mg_maskrcnn.build_mg_maskrcnn(model_id, size, precision='mixed_bfloat16')
+    mg_bf16.set_weights(mg_model.get_weights())
+    variants.update(_variants(ours_bf16, mg_bf16, mg_xla, suffix=_BF16))
+  return variants
+
+
+_BF16 = '_mixed_bfloat16'
+
+
+def _best(medians, names):
+  times = [medians[n] for n in names if medians.get(n) is not None]
+  return min(times) if times else None
+
+
+def _ratio(a, b):
+  return a / b if a is not None and b is not None else None
+
+
+def benchmark(model_id='49', size=640, iters=5, warmup=2, mg_xla=True, winograd=True,
+              bfloat16=True):
+  """Measures every variant; returns the report dict (see the module docstring)."""
+  env = _machine.env_summary()
   images = tf.random.stateless_normal([1, size, size, 3], [2020, 6])
   image_shape = tf.constant([[size, size]], tf.float32)
   args = (images, image_shape)
   runnable, skipped = {}, {}
-  for name, (fn, description) in _variants(ours, mg_model, size, mg_xla,
-                                           ours_winograd).items():
+  for name, (fn, description) in _all_variants(model_id, size, mg_xla, winograd,
+                                               bfloat16).items():
     logging.info('Tracing %s.', name)
     if _compiles(name, fn, args):
       runnable[name] = (fn, description)
@@ -133,34 +176,47 @@ def benchmark(model_id='49', size=640, iters=5, warmup=2, mg_xla=True, winograd=
                                    warmup=warmup - 1, iters=iters, on_round=progress)
   variants = {n: dict(median_ms=m, min_ms=lo, all_ms=all_ms, description=runnable[n][1])
               for n, (m, lo, all_ms) in timed.items()}
-  median = lambda n: variants[n]['median_ms'] if n in variants else None  # noqa: E731
-  mg_e2e_best = min(m for m in (median('mg_e2e'), median('mg_e2e_xla')) if m is not None)
+  medians = {n: v['median_ms'] for n, v in variants.items()}
+  median = medians.get
+  mg_e2e_best = _best(medians, ['mg_e2e', 'mg_e2e_xla'])
   env['load_average_at_end'] = tuple(round(x, 2) for x in os.getloadavg())
-  return dict(env=env, model=model_id, size=size, iters=iters, variants=variants,
-              skipped=skipped, ours_raw_ms=median('ours_raw'), mg_raw_ms=median('mg_raw'),
-              ours_e2e_ms=median('ours_e2e'), mg_e2e_ms=median('mg_e2e'),
-              mg_e2e_xla_ms=median('mg_e2e_xla'),
-              ours_e2e_winograd_ms=median('ours_e2e_winograd'),
-              ratio_raw=median('ours_raw') / median('mg_raw'),
-              ratio_end_to_end=median('ours_e2e') / mg_e2e_best,
-              ratio_end_to_end_winograd=(median('ours_e2e_winograd') / mg_e2e_best
-                                         if 'ours_e2e_winograd' in variants else None))
+  report = dict(env=env, model=model_id, size=size, iters=iters, variants=variants,
+                skipped=skipped, ours_raw_ms=median('ours_raw'), mg_raw_ms=median('mg_raw'),
+                ours_e2e_ms=median('ours_e2e'), mg_e2e_ms=median('mg_e2e'),
+                mg_e2e_xla_ms=median('mg_e2e_xla'),
+                ours_e2e_winograd_ms=median('ours_e2e_winograd'),
+                ratio_raw=_ratio(median('ours_raw'), median('mg_raw')),
+                ratio_end_to_end=_ratio(median('ours_e2e'), mg_e2e_best),
+                ratio_end_to_end_winograd=_ratio(median('ours_e2e_winograd'), mg_e2e_best))
+  for kind in ('raw', 'e2e'):
+    for side in ('ours', 'mg'):
+      report[f'{side}_{kind}{_BF16}_ms'] = median(f'{side}_{kind}{_BF16}')
+  report['mg_e2e_xla' + _BF16 + '_ms'] = median('mg_e2e_xla' + _BF16)
+  report['ratio_raw' + _BF16] = _ratio(median('ours_raw' + _BF16), median('mg_raw' + _BF16))
+  # Best against best at the same precision.
+  report['ratio_end_to_end' + _BF16] = _ratio(
+      median('ours_e2e' + _BF16), _best(medians, ['mg_e2e' + _BF16, 'mg_e2e_xla' + _BF16]))
+  return report
 
 
 def format_report(report):
   lines = [f"SpineNet-{report['model']} Mask R-CNN, {report['size']}x{report['size']}, "
-           f"batch 1, float32, {report['iters']} timed iterations (medians)",
+           f"batch 1, float32 and mixed bfloat16, {report['iters']} timed iterations (medians)",
            'env: ' + ', '.join(f'{k}={v}' for k, v in report['env'].items()),
-           f"{'variant':<18} {'median ms':>10} {'min ms':>9}  what"]
+           f"{'variant':<32} {'median ms':>10} {'min ms':>9}  what"]
   for name, v in report['variants'].items():
-    lines.append(f"{name:<18} {v['median_ms']:>10.1f} {v['min_ms']:>9.1f}  {v['description']}")
+    lines.append(f"{name:<32} {v['median_ms']:>10.1f} {v['min_ms']:>9.1f}  {v['description']}")
   for name, description in report['skipped'].items():
-    lines.append(f"{name:<18} {'n/a':>10} {'':>9}  {description}: does not compile")
+    lines.append(f"{name:<32} {'n/a':>10} {'':>9}  {description}: does not compile")
   lines.append(f"ratio raw (ours / MG): {report['ratio_raw']:.3f}   "
                f"ratio end to end (ours / faster MG): {report['ratio_end_to_end']:.3f}")
   if report['ratio_end_to_end_winograd'] is not None:
     lines.append('ratio end to end, Winograd heads (ours / faster MG): '
                  f"{report['ratio_end_to_end_winograd']:.3f}")
+  if report['ratio_end_to_end' + _BF16] is not None:
+    lines.append(f"mixed bfloat16: ratio raw {report['ratio_raw' + _BF16]:.3f}   "
+                 f"ratio end to end (ours / faster MG) "
+                 f"{report['ratio_end_to_end' + _BF16]:.3f}")
   return '\n'.join(lines)
 
 
@@ -171,20 +227,25 @@ flags.DEFINE_integer('iters', 5, 'Timed iterations per variant.')
 flags.DEFINE_integer('warmup', 2, 'Untimed iterations per variant.')
 flags.DEFINE_bool('mg_xla', True, "Also time the Model Garden's call with jit_compile=True.")
 flags.DEFINE_bool('winograd', True, 'Also time ours with Winograd box/mask head convs.')
+flags.DEFINE_bool('bfloat16', True, 'Also time both sides under the mixed_bfloat16 Keras '
+                  'policy (fast only on CPUs with AVX512-BF16 or AMX).')
 
 
 def main(argv):
   del argv
   report = benchmark(FLAGS.model, FLAGS.size, FLAGS.iters, FLAGS.warmup, FLAGS.mg_xla,
-                     FLAGS.winograd)
+                     FLAGS.winograd, FLAGS.bfloat16)
   print(format_report(report))
   keys = ('ours_raw_ms', 'mg_raw_ms', 'ours_e2e_ms', 'mg_e2e_ms', 'mg_e2e_xla_ms',
           'ours_e2e_winograd_ms', 'ratio_raw', 'ratio_end_to_end',
-          'ratio_end_to_end_winograd')
+          'ratio_end_to_end_winograd', 'ours_raw' + _BF16 + '_ms', 'mg_raw' + _BF16 + '_ms',
+          'ours_e2e' + _BF16 + '_ms', 'mg_e2e' + _BF16 + '_ms', 'mg_e2e_xla' + _BF16 + '_ms',
+          'ratio_raw' + _BF16, 'ratio_end_to_end' + _BF16)
   summary = {k: (round(report[k], 3) if isinstance(report[k], float) else report[k])
              for k in keys}
-  summary.update(model=report['model'], size=report['size'], precision='float32',
-                 env=report['env'])
+  summary.update(model=report['model'], size=report['size'],
+                 precision='float32 (ratio_raw, ratio_end_to_end[_winograd]); '
+                 'mixed_bfloat16 (*_mixed_bfloat16)', env=report['env'])
   print(json.dumps(summary), flush=True)
 
 
