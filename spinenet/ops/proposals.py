@@ -9,7 +9,7 @@ def _nms_padded(boxes, scores, max_output, iou_threshold):
 
   Args:
     boxes: float32 `[N, 4]`.
-    scores: float32 `[N]`.
+    scores: float32 `[N]`; boxes with a negative score are left out.
     max_output: int.
     iou_threshold: float.
 
@@ -19,7 +19,7 @@ def _nms_padded(boxes, scores, max_output, iou_threshold):
   """
   selected, num_valid = tf.raw_ops.NonMaxSuppressionV4(
       boxes=boxes, scores=scores, max_output_size=max_output,
-      iou_threshold=iou_threshold, score_threshold=float('-inf'),
+      iou_threshold=iou_threshold, score_threshold=-0.5,
       pad_to_max_output_size=True)
   valid = tf.range(max_output) < num_valid
   return (tf.where(valid[:, None], tf.gather(boxes, selected), 0.0),
@@ -33,9 +33,12 @@ def generate_proposals(rpn_scores, rpn_boxes, anchors, image_shape, *,
 
   For each level: sigmoid scores, the level's best `pre_nms_top_k` anchors,
   their boxes decoded and clipped to the image, greedy NMS keeping at most
-  `num_proposals`; then the best `num_proposals` over all levels. Shapes are
-  static: a level or image with fewer boxes pads with zero boxes of score 0
-  (they sort last).
+  `num_proposals`; then the best `num_proposals` over all levels. A box
+  clipped to the all-zero box (decoded wholly above and left of the image)
+  is dropped before NMS, as the reference implementations' padded NMS (the
+  Model Garden's and the authors' TF1 code) treats an all-zero box as
+  padding. Shapes are static: a level or image with fewer boxes pads with
+  zero boxes of score 0 (they sort last).
 
   Args:
     rpn_scores: dict `{str(level): float [B, H_l, W_l, A]}` logits.
@@ -71,7 +74,7 @@ def generate_proposals(rpn_scores, rpn_boxes, anchors, image_shape, *,
     boxes = box_ops.decode_boxes(tf.gather(deltas, top_index, batch_dims=1),
                                  tf.gather(level_anchors, top_index))
     boxes = box_ops.clip_boxes(boxes, image_shape[:, None, :])
-    top_scores = tf.sigmoid(top_scores)
+    top_scores = tf.where(tf.reduce_any(boxes > 0.0, -1), tf.sigmoid(top_scores), -1.0)
     keep = min(k, num_proposals)
 
     def nms_one(args, keep=keep):

@@ -53,3 +53,21 @@ def test_single_level_is_top_k_then_nms():
   np.testing.assert_allclose(probs[0, :n].numpy(), tf.sigmoid(tf.gather(top.values, keep)),
                              rtol=1e-6)
   assert np.all(probs[0, n:].numpy() == 0) and np.all(boxes[0, n:].numpy() == 0)
+
+
+def test_box_clipped_to_zero_is_dropped():
+  # One level, one location, three anchors; the best-scored one decodes wholly
+  # above and left of the image, so clipping makes it the all-zero box, which
+  # the reference implementations' padded NMS treats as padding.
+  anchors = {'3': tf.constant([[[-30.0, -30.0, -10.0, -10.0,
+                                 10.0, 10.0, 30.0, 30.0,
+                                 40.0, 40.0, 60.0, 60.0]]])}
+  scores = {'3': tf.constant([[[[3.0, 1.0, 2.0]]]])}
+  deltas = {'3': tf.zeros([1, 1, 1, 12])}
+  boxes, probs = proposals.generate_proposals(
+      scores, deltas, anchors, tf.constant([[64.0, 64.0]]), pre_nms_top_k=3,
+      nms_iou_threshold=0.7, num_proposals=3)
+  np.testing.assert_allclose(boxes[0].numpy(), [[40, 40, 60, 60], [10, 10, 30, 30],
+                                                [0, 0, 0, 0]])
+  np.testing.assert_allclose(probs[0].numpy(), [*tf.sigmoid([2.0, 1.0]).numpy(), 0.0],
+                             rtol=1e-6)
