@@ -6,11 +6,11 @@ inference decodes per-class boxes, runs per-class NMS and predicts the mask
 of each detection's class. All shapes are static.
 """
 import dataclasses
-from typing import Sequence
 
 import tensorflow as tf
 import tf_keras as keras
 
+from spinenet.modeling import retinanet
 from spinenet.ops import anchors as anchors_lib
 from spinenet.ops import maskrcnn_postprocess
 from spinenet.ops import proposals as proposals_lib
@@ -18,16 +18,10 @@ from spinenet.ops import roi_align
 from spinenet.ops import roi_sampler
 
 
-@dataclasses.dataclass(frozen=True)
-class AnchorConfig:
-  """RPN anchors per location: `num_scales` octave scales x `aspect_ratios`."""
-  num_scales: int = 1
-  aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0)
-  anchor_size: float = 3.0
-
-  @property
-  def num_anchors(self):
-    return anchors_lib.num_anchors_per_location(self.num_scales, self.aspect_ratios)
+# RPN anchors per location: the RetinaNet's config; Mask R-CNN's default has
+# one octave scale (3 anchors per location).
+AnchorConfig = retinanet.AnchorConfig
+_DEFAULT_ANCHORS = AnchorConfig(num_scales=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +101,7 @@ class MaskRCNN(keras.Model):
   }
 
   def __init__(self, backbone, rpn_head, box_head, mask_head, min_level=3, max_level=7,
-               anchor_config=AnchorConfig(), proposal_config=ProposalConfig(),
+               anchor_config=_DEFAULT_ANCHORS, proposal_config=ProposalConfig(),
                roi_sampler_config=ROISamplerConfig(),
                detection_config=DetectionConfig(), **kwargs):
     super().__init__(**kwargs)

@@ -11,6 +11,7 @@ from spinenet.data import maskrcnn_parser
 from spinenet.data import pipeline
 from spinenet.training import base_task
 from spinenet.training import coco_evaluator
+from spinenet.training import detection_model_info
 from spinenet.training import maskrcnn_losses
 
 
@@ -61,17 +62,6 @@ class MaskRCNNDataOptions:
           'rpn_match_threshold <= 1. Received: rpn_unmatched_threshold='
           f'{self.rpn_unmatched_threshold}, rpn_match_threshold='
           f'{self.rpn_match_threshold}')
-
-
-@dataclasses.dataclass(frozen=True)
-class _ModelInfo:
-  input_size: tuple
-  min_level: int
-  max_level: int
-  num_scales: int
-  aspect_ratios: tuple
-  anchor_size: float
-  num_classes: int
 
 
 class MaskRCNNTask(base_task.Task):
@@ -129,16 +119,8 @@ class MaskRCNNTask(base_task.Task):
       if not hasattr(model, name):
         raise TypeError(f'MaskRCNNTask.model_fn built a {type(model).__name__} '
                         f'without `{name}`; bind it to build_maskrcnn.')
-    shape = model.backbone.input_shape[1:3]
-    if None in shape:
-      raise ValueError('MaskRCNNTask needs a model built for a fixed input '
-                       f'size; got input shape {model.backbone.input_shape}. '
-                       'Set `input_size` of the model builder.')
-    a = model.anchor_config
-    self._info = _ModelInfo(
-        tuple(int(s) for s in shape), model.min_level, model.max_level,
-        a.num_scales, tuple(a.aspect_ratios), a.anchor_size,
-        int(model.box_head.get_config()['num_classes']))
+    self._info = detection_model_info.model_info(
+        model, model.box_head.get_config()['num_classes'], 'MaskRCNNTask')
     return model
 
   @property

@@ -11,6 +11,7 @@ from spinenet.data import pipeline
 from spinenet.data import tfds_source
 from spinenet.training import base_task
 from spinenet.training import coco_evaluator
+from spinenet.training import detection_model_info
 from spinenet.training import losses as losses_lib
 
 
@@ -72,17 +73,6 @@ class DataOptions:
                        "`tfds_split` (e.g. 'train' or 'validation').")
 
 
-@dataclasses.dataclass(frozen=True)
-class _ModelInfo:
-  input_size: tuple
-  min_level: int
-  max_level: int
-  num_scales: int
-  aspect_ratios: tuple
-  anchor_size: float
-  num_classes: int
-
-
 class RetinaNetTask(base_task.Task):
   """RetinaNet on COCO-format TFRecords.
 
@@ -122,17 +112,8 @@ class RetinaNetTask(base_task.Task):
   # === Model ===
   def build_model(self):
     model = self._model_fn()
-    a = model.anchor_config
-    shape = model.backbone.input_shape[1:3]
-    if None in shape:
-      raise ValueError('RetinaNetTask needs a model built for a fixed input '
-                       f'size; got input shape {model.backbone.input_shape}. '
-                       'Set `input_size` of the model builder.')
-    head_config = model.head.get_config()
-    self._info = _ModelInfo(
-        tuple(int(s) for s in shape), model.min_level, model.max_level,
-        a.num_scales, tuple(a.aspect_ratios), a.anchor_size,
-        int(head_config['num_classes']))
+    self._info = detection_model_info.model_info(
+        model, model.head.get_config()['num_classes'], 'RetinaNetTask')
     self._loss = losses_lib.RetinaNetLoss(self._info.num_classes, self.loss_options)
     return model
 
