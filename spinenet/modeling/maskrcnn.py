@@ -26,13 +26,19 @@ _DEFAULT_ANCHORS = AnchorConfig(num_scales=1)
 
 @dataclasses.dataclass(frozen=True)
 class ProposalConfig:
-  """Proposal generation (per level top-k, NMS, total kept), train and test."""
+  """Proposal generation (per level top-k, NMS, total kept), train and test.
+
+  `box_coding`: 'standard' or 'tf1' (the SpineNet authors' "+1 pixel" box
+  sizes and clipping to `size - 1`, `ops.box_ops`); the TF1 checkpoint
+  import sets 'tf1'.
+  """
   pre_nms_top_k: int = 2000
   nms_iou_threshold: float = 0.7
   num_proposals: int = 1000
   test_pre_nms_top_k: int = 1000
   test_nms_iou_threshold: float = 0.7
   test_num_proposals: int = 1000
+  box_coding: str = 'standard'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +60,8 @@ class DetectionConfig:
   `roi_align_method`: 'auto' (gathers under a TPU strategy, else
   crop_and_resize), 'gather' (XLA-compilable: choose it to jit-compile the
   whole model) or 'crop_and_resize' (fast on CPU); see `ops.roi_align`.
+  `box_coding`: 'standard' or 'tf1', the pixel convention of decoding the
+  final boxes (as `ProposalConfig.box_coding`).
   """
   score_threshold: float = 0.05
   pre_nms_top_k: int = 5000
@@ -62,6 +70,7 @@ class DetectionConfig:
   box_crop_size: int = 7
   mask_crop_size: int = 14
   roi_align_method: str = 'auto'
+  box_coding: str = 'standard'
 
 
 _CONFIGS = {'anchor_config': AnchorConfig, 'proposal_config': ProposalConfig,
@@ -158,7 +167,8 @@ class MaskRCNN(keras.Model):
         self.anchors(image_size), image_shape,
         pre_nms_top_k=p.pre_nms_top_k if training else p.test_pre_nms_top_k,
         nms_iou_threshold=p.nms_iou_threshold if training else p.test_nms_iou_threshold,
-        num_proposals=p.num_proposals if training else p.test_num_proposals)
+        num_proposals=p.num_proposals if training else p.test_num_proposals,
+        box_coding=p.box_coding)
 
   def box_outputs(self, features, rois, training=None):
     """Box head on `rois` `[B, R, 4]`: `(class_outputs, box_outputs)` float32."""
@@ -223,7 +233,8 @@ class MaskRCNN(keras.Model):
     detections = maskrcnn_postprocess.generate_detections(
         class_outputs, box_outputs, proposals, image_shape,
         score_threshold=c.score_threshold, pre_nms_top_k=c.pre_nms_top_k,
-        nms_iou_threshold=c.nms_iou_threshold, max_detections=c.max_detections)
+        nms_iou_threshold=c.nms_iou_threshold, max_detections=c.max_detections,
+        box_coding=c.box_coding)
     mask_logits = self.mask_outputs(feats, detections['detection_boxes'],
                                     detections['detection_classes'], training=False)
     detections['detection_masks'] = tf.sigmoid(mask_logits)

@@ -270,7 +270,7 @@ _MASKRCNN_HEAD_ARGS = tuple(f.name for f in dataclasses.fields(MaskRCNNSpec))
 def build_maskrcnn(model_id, num_classes=91, input_size=None, *, num_scales=1,
                    aspect_ratios=(0.5, 1.0, 2.0), proposal_config=None,
                    roi_sampler_config=None, detection_config=None,
-                   head_winograd_min_size=0, **overrides):
+                   head_winograd_min_size=0, box_coding=None, **overrides):
   """Builds Mask R-CNN on `model_id` with its recipe's heads and anchors.
 
   Args:
@@ -283,6 +283,9 @@ def build_maskrcnn(model_id, num_classes=91, input_size=None, *, num_scales=1,
     head_winograd_min_size: box and mask head 3x3 convs on ROI maps at least
       this large run as Winograd convolutions (`maskrcnn_heads.BoxHead`); 0
       (default) never. A CPU option: same weights, results to float rounding.
+    box_coding: None (the configs' own) or 'standard' / 'tf1': sets
+      `box_coding` of the proposal and detection configs ('tf1': the SpineNet
+      authors' "+1 pixel" box convention, `ops.box_ops`).
     **overrides: any `MaskRCNNSpec` field (rpn_convs, box_filters, fc_dims,
       anchor_size, activation, ...) and any `build_backbone` argument. The
       activation applies to backbone and heads alike.
@@ -318,11 +321,15 @@ def build_maskrcnn(model_id, num_classes=91, input_size=None, *, num_scales=1,
       num_classes, num_convs=recipe.mask_convs, num_filters=recipe.mask_filters,
       kernel_regularizer=regularizer, winograd_min_size=head_winograd_min_size,
       name='mask_head', **norm)
+  proposal_config = proposal_config or maskrcnn_lib.ProposalConfig()
+  detection_config = detection_config or maskrcnn_lib.DetectionConfig()
+  if box_coding is not None:
+    proposal_config = dataclasses.replace(proposal_config, box_coding=box_coding)
+    detection_config = dataclasses.replace(detection_config, box_coding=box_coding)
   model = maskrcnn_lib.MaskRCNN(
       backbone, rpn_head, box_head, mask_head, min_level, max_level, anchor_config,
-      proposal_config or maskrcnn_lib.ProposalConfig(),
-      roi_sampler_config or maskrcnn_lib.ROISamplerConfig(),
-      detection_config or maskrcnn_lib.DetectionConfig(), name='maskrcnn')
+      proposal_config, roi_sampler_config or maskrcnn_lib.ROISamplerConfig(),
+      detection_config, name='maskrcnn')
   size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
   model(maskrcnn_dummy_features(size), training=False)
   return model

@@ -3,6 +3,12 @@
 Every box here is float `[..., 4]` in `ymin, xmin, ymax, xmax` order, in pixels
 of the (padded) model input unless a function says otherwise. Encoded boxes are
 `dy, dx, dh, dw` relative to an anchor (the Faster R-CNN / RetinaNet coding).
+
+`coding` selects the pixel convention of `decode_boxes` and `clip_boxes`:
+'standard' (the Model Garden's: a box's height is `ymax - ymin`, boxes are
+clipped to `[0, height] x [0, width]`) or 'tf1' (the legacy one of the SpineNet
+authors' TF1 code: height `ymax - ymin + 1`, a decoded box's max corner is
+`min + size - 1`, boxes clipped to `[0, height - 1] x [0, width - 1]`).
 """
 import math
 
@@ -11,12 +17,20 @@ import tensorflow as tf
 # exp(dh) is capped at 1000/16 so a wild regression cannot overflow.
 BBOX_XFORM_CLIP = math.log(1000.0 / 16.0)
 _EPSILON = 1e-8
+BOX_CODINGS = ('standard', 'tf1')
 
 
-def _centers_and_sizes(boxes):
+def _pixel_offset(coding):
+  """1.0 for the 'tf1' "+1 pixel" convention, 0.0 for 'standard'."""
+  if coding not in BOX_CODINGS:
+    raise ValueError(f'box coding {coding!r} is not one of {BOX_CODINGS}.')
+  return 1.0 if coding == 'tf1' else 0.0
+
+
+def _centers_and_sizes(boxes, offset=0.0):
   ymin, xmin, ymax, xmax = tf.unstack(boxes, 4, axis=-1)
-  h = ymax - ymin
-  w = xmax - xmin
+  h = ymax - ymin + offset
+  w = xmax - xmin + offset
   return ymin + 0.5 * h, xmin + 0.5 * w, h, w
 
 
@@ -43,13 +57,14 @@ def encode_boxes(boxes, anchors, weights=None):
   return tf.stack(deltas, axis=-1)
 
 
-def decode_boxes(deltas, anchors, weights=None):
-  """Inverse of `encode_boxes`.
+def decode_boxes(deltas, anchors, weights=None, coding='standard'):
+  """Inverse of `encode_boxes` (for `coding='standard'`).
 
   Args:
     deltas: float `[..., 4]`: dy, dx, dh, dw.
     anchors: float `[..., 4]` broadcastable to `deltas`: ymin, xmin, ymax, xmax.
     weights: optional 4 floats that divided dy, dx, dh, dw at encoding.
+    coding: 'standard' or 'tf1' (the authors' "+1 pixel" sizes; module doc).
 
   Returns:
     float `[..., 4]`: ymin, xmin, ymax, xmax, in the anchors' units.
@@ -60,24 +75,26 @@ def decode_boxes(deltas, anchors, weights=None):
     dy, dx, dh, dw = dy / weights[0], dx / weights[1], dh / weights[2], dw / weights[3]
   dh = tf.minimum(dh, BBOX_XFORM_CLIP)
   dw = tf.minimum(dw, BBOX_XFORM_CLIP)
-  ayc, axc, ah, aw = _centers_and_sizes(anchors)
+  offset = _pixel_offset(coding)
+  ayc, axc, ah, aw = _centers_and_sizes(anchors, offset)
   yc = dy * ah + ayc
   xc = dx * aw + axc
   h = tf.exp(dh) * ah
   w = tf.exp(dw) * aw
   ymin = yc - 0.5 * h
   xmin = xc - 0.5 * w
-  return tf.stack([ymin, xmin, ymin + h, xmin + w], axis=-1)
+  return tf.stack([ymin, xmin, ymin + h - offset, xmin + w - offset], axis=-1)
 
 
-def clip_boxes(boxes, image_shape):
-  """Clips boxes to `[0, height] x [0, width]`.
+def clip_boxes(boxes, image_shape, coding='standard'):
+  """Clips boxes to `[0, height] x [0, width]` ('tf1': to `height - 1`, `width - 1`).
 
   Args:
     boxes: float `[..., 4]`, ymin, xmin, ymax, xmax in pixels.
     image_shape: `(height, width)`, a float `[..., 2]` tensor broadcastable to
       the boxes' leading dims (e.g. `[B, 1, 2]` for boxes `[B, N, 4]`), or two
       numbers.
+    coding: 'standard' or 'tf1' (module doc).
 
   Returns:
     float `[..., 4]`.
@@ -87,6 +104,8 @@ def clip_boxes(boxes, image_shape):
     height, width = image_shape[0], image_shape[1]
   else:
     height, width = image_shape[..., 0], image_shape[..., 1]
+  offset = _pixel_offset(coding)
+  height, width = height - offset, width - offset
   ymin, xmin, ymax, xmax = tf.unstack(boxes, 4, axis=-1)
   zero = tf.zeros([], boxes.dtype)
   return tf.stack([tf.clip_by_value(ymin, zero, height),

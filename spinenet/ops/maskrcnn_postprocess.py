@@ -5,7 +5,8 @@ from spinenet.ops import box_ops
 from spinenet.ops import roi_sampler
 
 
-def decode_per_class(box_outputs, rois, image_shape, weights=roi_sampler.BOX_WEIGHTS):
+def decode_per_class(box_outputs, rois, image_shape, weights=roi_sampler.BOX_WEIGHTS,
+                     box_coding='standard'):
   """Per-class boxes of every ROI.
 
   Args:
@@ -13,6 +14,7 @@ def decode_per_class(box_outputs, rois, image_shape, weights=roi_sampler.BOX_WEI
     rois: float `[B, R, 4]`, ymin, xmin, ymax, xmax in input pixels.
     image_shape: float `[B, 2]`, height and width to clip to.
     weights: the coding weights.
+    box_coding: 'standard' or 'tf1' (`box_ops`: the authors' "+1 pixel" sizes).
 
   Returns:
     float32 `[B, R, K, 4]`, clipped.
@@ -20,14 +22,16 @@ def decode_per_class(box_outputs, rois, image_shape, weights=roi_sampler.BOX_WEI
   batch = tf.shape(box_outputs)[0]
   num_rois = box_outputs.shape[1]
   deltas = tf.reshape(tf.cast(box_outputs, tf.float32), [batch, num_rois, -1, 4])
-  boxes = box_ops.decode_boxes(deltas, tf.cast(rois, tf.float32)[:, :, None, :], weights)
-  return box_ops.clip_boxes(boxes, tf.cast(image_shape, tf.float32)[:, None, None, :])
+  boxes = box_ops.decode_boxes(deltas, tf.cast(rois, tf.float32)[:, :, None, :], weights,
+                               coding=box_coding)
+  return box_ops.clip_boxes(boxes, tf.cast(image_shape, tf.float32)[:, None, None, :],
+                            coding=box_coding)
 
 
 def generate_detections(class_outputs, box_outputs, rois, image_shape, *,
                         score_threshold=0.05, pre_nms_top_k=5000,
                         nms_iou_threshold=0.5, max_detections=100,
-                        weights=roi_sampler.BOX_WEIGHTS):
+                        weights=roi_sampler.BOX_WEIGHTS, box_coding='standard'):
   """Final detections from the box head's outputs on the proposals.
 
   Scores are the softmax over classes; every (ROI, class) pair but the
@@ -43,6 +47,8 @@ def generate_detections(class_outputs, box_outputs, rois, image_shape, *,
     image_shape: float `[B, 2]`, height and width to clip boxes to.
     score_threshold, pre_nms_top_k, nms_iou_threshold, max_detections: as said.
     weights: the box coding weights.
+    box_coding: 'standard' or 'tf1', the pixel convention of decoding and
+      clipping (`box_ops`).
 
   Returns:
     dict with `detection_boxes` float32 `[B, N, 4]`, `detection_scores`
@@ -51,7 +57,8 @@ def generate_detections(class_outputs, box_outputs, rois, image_shape, *,
     `num_detections` are zeros.
   """
   scores = tf.nn.softmax(tf.cast(class_outputs, tf.float32), axis=-1)[:, :, 1:]
-  boxes = decode_per_class(box_outputs, rois, image_shape, weights)[:, :, 1:, :]
+  boxes = decode_per_class(box_outputs, rois, image_shape, weights,
+                           box_coding)[:, :, 1:, :]
   num_rois, num_classes = scores.shape[1], scores.shape[2]  # classes w/o background
   total = num_rois * num_classes
   k = min(pre_nms_top_k, total)

@@ -28,7 +28,7 @@ def _nms_padded(boxes, scores, max_output, iou_threshold):
 
 def generate_proposals(rpn_scores, rpn_boxes, anchors, image_shape, *,
                        pre_nms_top_k=2000, nms_iou_threshold=0.7,
-                       num_proposals=1000):
+                       num_proposals=1000, box_coding='standard'):
   """Turns RPN outputs into a fixed number of proposals per image.
 
   For each level: sigmoid scores, the level's best `pre_nms_top_k` anchors,
@@ -51,6 +51,8 @@ def generate_proposals(rpn_scores, rpn_boxes, anchors, image_shape, *,
     pre_nms_top_k: int, candidates per level before NMS.
     nms_iou_threshold: float.
     num_proposals: int, proposals per image (also the cap per level after NMS).
+    box_coding: 'standard' or 'tf1', the pixel convention of decoding and
+      clipping (`box_ops`); 'tf1' reproduces the authors' TF1 proposals.
 
   Returns:
     `(boxes, scores)`: float32 `[B, P, 4]` ymin, xmin, ymax, xmax in input
@@ -72,8 +74,8 @@ def generate_proposals(rpn_scores, rpn_boxes, anchors, image_shape, *,
     k = min(n, pre_nms_top_k)
     top_scores, top_index = tf.math.top_k(scores, k=k, sorted=True)
     boxes = box_ops.decode_boxes(tf.gather(deltas, top_index, batch_dims=1),
-                                 tf.gather(level_anchors, top_index))
-    boxes = box_ops.clip_boxes(boxes, image_shape[:, None, :])
+                                 tf.gather(level_anchors, top_index), coding=box_coding)
+    boxes = box_ops.clip_boxes(boxes, image_shape[:, None, :], coding=box_coding)
     top_scores = tf.where(tf.reduce_any(boxes > 0.0, -1), tf.sigmoid(top_scores), -1.0)
     keep = min(k, num_proposals)
 

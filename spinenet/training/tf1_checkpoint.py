@@ -410,7 +410,8 @@ def tf1_build_args(model_id: str, task: str, activation: Optional[str] = None,
     anchor order `aspect_ratios=(1.0, 2.0, 0.5)`: their predictors' channels
     follow it, so a model with our default order would pair each anchor with
     another anchor's outputs. Mask R-CNN's epsilon (1e-3) applies to its
-    heads too.
+    heads too, and its proposals and detections use the authors' "+1 pixel"
+    box convention (`box_coding='tf1'`, `ops.box_ops`).
   """
   spec = registry.get_spec(model_id)
   args = dict(registry.TF1_BACKBONE_OPTIONS)
@@ -423,6 +424,8 @@ def tf1_build_args(model_id: str, task: str, activation: Optional[str] = None,
   args['activation'] = activation or default_activation
   if task in ('retinanet', 'maskrcnn'):
     args['aspect_ratios'] = TF1_ASPECT_RATIOS
+  if task == 'maskrcnn':
+    args['box_coding'] = 'tf1'
   return args
 
 

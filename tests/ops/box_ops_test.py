@@ -64,6 +64,25 @@ class BoxOpsTest(tf.test.TestCase):
     self.assertAllClose(box_ops.pairwise_iou(a, b), mg_box_ops.bbox_overlap(a, b),
                         atol=1e-5)
 
+  def test_tf1_coding_by_hand(self):
+    # The authors' TF1 convention: a box spans ymax - ymin + 1 pixels.
+    anchor = tf.constant([[0.0, 0.0, 9.0, 19.0]])  # 10 x 20 pixels, centre (5, 10)
+    self.assertAllClose(box_ops.decode_boxes(tf.zeros([1, 4]), anchor, coding='tf1'),
+                        anchor, atol=1e-6)
+    # Shift by one height and width, double both sizes: centre (15, 30), 20 x 40.
+    deltas = tf.constant([[1.0, 1.0, np.log(2.0), np.log(2.0)]])
+    self.assertAllClose(box_ops.decode_boxes(deltas, anchor, coding='tf1'),
+                        [[5.0, 10.0, 24.0, 49.0]], atol=1e-5)
+    # The standard coding of the same numbers differs by the pixel.
+    self.assertAllClose(box_ops.decode_boxes(deltas, anchor),
+                        [[4.5, 9.5, 22.5, 47.5]], atol=1e-5)
+    boxes = tf.constant([[-3.0, 5.0, 70.0, 130.0]])
+    self.assertAllClose(box_ops.clip_boxes(boxes, (64.0, 128.0), coding='tf1'),
+                        [[0.0, 5.0, 63.0, 127.0]])
+    self.assertAllClose(box_ops.clip_boxes(boxes, (64.0, 128.0)), [[0.0, 5.0, 64.0, 128.0]])
+    with self.assertRaisesRegex(ValueError, 'box coding'):
+      box_ops.clip_boxes(boxes, (64.0, 128.0), coding='legacy')
+
 
 if __name__ == '__main__':
   tf.test.main()

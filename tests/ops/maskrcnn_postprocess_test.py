@@ -36,3 +36,14 @@ def test_decode_uses_class_deltas_and_weights():
                                                 tf.constant([[100.0, 100.0]]))
   np.testing.assert_allclose(boxes[0, 0].numpy(), [[0, 0, 10, 20], [10, 0, 20, 20]],
                              atol=1e-5)
+
+
+def test_tf1_box_coding_decodes_and_clips_with_the_extra_pixel():
+  rois = tf.constant([[[0, 0, 9, 19]]], tf.float32)  # 10 x 20 pixels in TF1's convention
+  deltas = np.zeros((1, 1, 8), np.float32)
+  deltas[0, 0, 4:] = [10.0, 0.0, 0.0, 0.0]  # class 1: shift by one roi height
+  boxes = maskrcnn_postprocess.decode_per_class(tf.constant(deltas), rois,
+                                                tf.constant([[15.0, 100.0]]),
+                                                box_coding='tf1')
+  np.testing.assert_allclose(boxes[0, 0].numpy(), [[0, 0, 9, 19], [10, 0, 14, 19]],
+                             atol=1e-5)

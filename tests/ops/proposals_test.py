@@ -71,3 +71,17 @@ def test_box_clipped_to_zero_is_dropped():
                                                 [0, 0, 0, 0]])
   np.testing.assert_allclose(probs[0].numpy(), [*tf.sigmoid([2.0, 1.0]).numpy(), 0.0],
                              rtol=1e-6)
+
+
+def test_tf1_box_coding_clips_to_size_minus_one():
+  scores, deltas, anchors = _inputs(seed=3)
+  deltas = {k: v * 4.0 for k, v in deltas.items()}  # wide boxes reach the border
+  image_shape = tf.constant([[100.0, 120.0], [128.0, 90.0]])
+  kwargs = dict(pre_nms_top_k=50, nms_iou_threshold=0.7, num_proposals=60)
+  boxes, _ = proposals.generate_proposals(scores, deltas, anchors, image_shape,
+                                          box_coding='tf1', **kwargs)
+  standard, _ = proposals.generate_proposals(scores, deltas, anchors, image_shape, **kwargs)
+  b, s = boxes.numpy(), standard.numpy()
+  for i, (h, w) in enumerate(image_shape.numpy()):
+    assert b[i, :, [0, 2]].max() == h - 1 and b[i, :, [1, 3]].max() == w - 1
+    assert s[i, :, [0, 2]].max() == h and s[i, :, [1, 3]].max() == w

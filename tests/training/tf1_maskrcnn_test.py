@@ -9,9 +9,13 @@
   be refused with the task to use.
 * Parity with the authors' code (needs SPINENET_TF1_REFERENCE): their
   `spinenet49_mrcnn` at 128 px (5 classes, to keep their per-class NMS short)
-  is converted; backbone and RPN outputs per level, the Fast R-CNN outputs on
-  their proposals and the masks on their detections must be within
-  1e-4 x max |TF1| (`benchmarks/_tf1_maskrcnn_parity.py`).
+  is converted; backbone and RPN outputs per level, the proposals from their
+  RPN outputs, the Fast R-CNN outputs on their proposals, the detection count
+  from their Fast R-CNN outputs and the masks on their detections must be within
+  1e-4 x max |TF1| (`benchmarks/_tf1_maskrcnn_parity.py`); proposals and
+  detections need the authors' "+1 pixel" box coding, which the import sets.
+* `matched_rows_diff`, the order-free comparison of proposal and detection
+  boxes, by hand.
 """
 import json
 import os
@@ -57,8 +61,11 @@ def test_maskrcnn_checkpoint_converts_with_its_head_sizes(tmp_path):
   args = tf1_checkpoint.tf1_build_args('49S', 'maskrcnn')
   assert args['norm_epsilon'] == 1e-3 and args['activation'] == 'relu'
   assert tuple(args['aspect_ratios']) == (1.0, 2.0, 0.5)
+  assert args['box_coding'] == 'tf1'
   source = registry.build_maskrcnn('49S', num_classes=4, input_size=SIZE, **TINY, **HEADS,
                                    **args)
+  assert source.proposal_config.box_coding == 'tf1'
+  assert source.detection_config.box_coding == 'tf1'
   units = (tf1_checkpoint.backbone_units(source.backbone, mobile=False)
            + tf1_checkpoint.maskrcnn_head_units(source))
   names = _tf1_names(units)
@@ -124,10 +131,37 @@ def test_converted_zoo_maskrcnn_matches_the_authors_code(tmp_path):
   diffs, info, worst_anchor = parity.compare(result.model, ref)
   assert worst_anchor < 1e-3
   expected = {f'{k}_{l}' for k in ('backbone', 'rpn_score', 'rpn_box') for l in range(3, 8)}
-  expected |= {'frcnn_class_outputs', 'frcnn_box_outputs', 'detection_masks'}
+  expected |= {'frcnn_class_outputs', 'frcnn_box_outputs', 'detection_masks',
+               'rpn_rois', 'rpn_roi_scores', 'num_detections'}
   assert set(diffs) == expected
   failed = {k: v for k, v in diffs.items() if not v <= parity.TOLERANCE}
   assert not failed, failed
   # The TF1 detections are real ones (the mask rows compare something).
   assert int(ref['num_detections'][0]) > 0
   assert set(info) == set(parity.INFO_KEYS)
+  # The standard box coding (the Model Garden's) misses the TF1 proposals by
+  # about a pixel: the rows above do test the coding.
+  image_shape = tf.constant(ref['image_info'])[:, 1, :]
+  features = result.model.features(ref['input'], training=False)
+  scores, boxes = result.model.rpn_head(features, training=False)
+  from spinenet.ops import proposals  # pylint: disable=g-import-not-at-top
+  standard, _ = proposals.generate_proposals(
+      scores, boxes, result.model.anchors((SIZE, SIZE)), image_shape,
+      pre_nms_top_k=result.model.proposal_config.test_pre_nms_top_k,
+      num_proposals=result.model.proposal_config.test_num_proposals)
+  assert parity.matched_rows_diff(standard, ref['rpn_rois']) > parity.TOLERANCE
+
+
+def test_matched_rows_diff_ignores_order_and_respects_classes():
+  theirs = np.array([[[0, 0, 10, 10], [5, 5, 20, 20], [1, 2, 3, 4]]], np.float32)
+  ours = theirs[:, [2, 0, 1]]
+  assert parity.matched_rows_diff(ours, theirs) == 0.0
+  shifted = ours.copy()
+  shifted[0, 0, 3] += 0.5
+  assert parity.matched_rows_diff(shifted, theirs) == pytest.approx(0.5 / 20)
+  classes = np.array([[1, 2, 3]])
+  assert parity.matched_rows_diff(ours, theirs, classes[:, [2, 0, 1]], classes) == 0.0
+  # Same labels by position pair each row with another box: worst 17 px of 20.
+  assert parity.matched_rows_diff(ours, theirs, classes, classes) == pytest.approx(17 / 20)
+  assert parity.matched_rows_diff(ours, theirs, classes + 3, classes) == float('inf')
+  assert parity.matched_rows_diff(ours[:, :2], theirs) == float('inf')
