@@ -4,14 +4,13 @@ from typing import Callable, Dict, Optional
 
 import tensorflow as tf
 
-from spinenet.data import coco_converter
 from spinenet.data import decoder as decoder_lib
 from spinenet.data import detection_parser
 from spinenet.data import maskrcnn_parser
-from spinenet.data import pipeline
 from spinenet.training import base_task
 from spinenet.training import coco_evaluator
 from spinenet.training import detection_model_info
+from spinenet.training import detection_records
 from spinenet.training import maskrcnn_losses
 
 
@@ -154,30 +153,24 @@ class MaskRCNNTask(base_task.Task):
   def build_inputs(self, training, input_context=None):
     data = self.train_data if training else self.eval_data
     split = 'train_data' if training else 'eval_data'
-    if data is None or not data.file_pattern:
-      raise ValueError(f'MaskRCNNTask.{split}.file_pattern is not set; bind '
-                       f'it in gin (e.g. `{split.split("_")[0]}/MaskRCNNDataOptions.'
-                       'file_pattern = "records/train-*.tfrecord"`).')
+    num_classes = self.info.num_classes
+
+    def make_check_fn(source_name):
+      def check(features, labels):
+        classes = (features['gt_classes'] if training
+                   else labels['groundtruths']['classes'])
+        detection_parser.check_class_ids({'groundtruths': {'classes': classes}},
+                                         num_classes, source_name)
+        return features, labels
+      return check
+
     decoder = decoder_lib.DetectionDecoder(
         decode_image=False, decode_masks=training and self.include_mask)
-    source_name = f'MaskRCNNTask.{split}.file_pattern'
-    num_classes = self.info.num_classes
-    coco_converter.check_category_ids(
-        pipeline.list_files(data.file_pattern, source_name), num_classes,
-        source_name)
-
-    def check(features, labels):
-      classes = (features['gt_classes'] if training
-                 else labels['groundtruths']['classes'])
-      detection_parser.check_class_ids({'groundtruths': {'classes': classes}},
-                                       num_classes, source_name)
-      return features, labels
-
-    return pipeline.build_dataset(
-        data.file_pattern, decoder.decode, self.build_parser(training),
-        data.global_batch_size, training, input_context,
-        shuffle_buffer=data.shuffle_buffer, cache=data.cache, seed=data.seed,
-        source_name=source_name, check_fn=check)
+    return detection_records.build_records_dataset(
+        data, task_name='MaskRCNNTask', options_name='MaskRCNNDataOptions',
+        split=split, decode_fn=decoder.decode, build_parser=lambda: self.build_parser(training),
+        num_classes=num_classes, training=training, input_context=input_context,
+        make_check_fn=make_check_fn)
 
   # === Losses ===
   def build_losses(self, outputs, labels):

@@ -4,7 +4,6 @@ from typing import Callable, Dict, Optional
 
 import tensorflow as tf
 
-from spinenet.data import coco_converter
 from spinenet.data import decoder as decoder_lib
 from spinenet.data import detection_parser
 from spinenet.data import pipeline
@@ -12,6 +11,7 @@ from spinenet.data import tfds_source
 from spinenet.training import base_task
 from spinenet.training import coco_evaluator
 from spinenet.training import detection_model_info
+from spinenet.training import detection_records
 from spinenet.training import losses as losses_lib
 
 
@@ -146,24 +146,15 @@ class RetinaNetTask(base_task.Task):
     split = 'train_data' if training else 'eval_data'
     if data is not None and data.tfds_name:
       return self._build_tfds_inputs(data, split, training, input_context)
-    if data is None or not data.file_pattern:
-      raise ValueError(f'RetinaNetTask.{split}.file_pattern is not set; bind '
-                       f'it in gin (e.g. `{split.split("_")[0]}/DataOptions.'
-                       'file_pattern = "records/train-*.tfrecord"`).')
-    decoder = decoder_lib.DetectionDecoder(decode_image=False)
-    source_name = f'RetinaNetTask.{split}.file_pattern'
     num_classes = self.info.num_classes
-    coco_converter.check_category_ids(
-        pipeline.list_files(data.file_pattern, source_name), num_classes,
-        source_name)
-    return pipeline.build_dataset(
-        data.file_pattern, decoder.decode, self.build_parser(training),
-        data.global_batch_size, training, input_context,
-        shuffle_buffer=data.shuffle_buffer, cache=data.cache, seed=data.seed,
-        source_name=source_name,
-        check_fn=lambda images, labels: (images, detection_parser.
-                                         check_class_ids(labels, num_classes,
-                                                         source_name)))
+    return detection_records.build_records_dataset(
+        data, task_name='RetinaNetTask', options_name='DataOptions', split=split,
+        decode_fn=decoder_lib.DetectionDecoder(decode_image=False).decode,
+        build_parser=lambda: self.build_parser(training), num_classes=num_classes,
+        training=training, input_context=input_context,
+        make_check_fn=lambda source_name: lambda images, labels: (
+            images, detection_parser.check_class_ids(labels, num_classes,
+                                                     source_name)))
 
   def _build_tfds_inputs(self, data, split, training, input_context):
     source_name = f'RetinaNetTask.{split}.tfds_name={data.tfds_name!r}'
