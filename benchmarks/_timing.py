@@ -84,3 +84,17 @@ def time_interleaved(fns: Mapping[str, Callable], args: Sequence, warmup: int = 
     if on_round is not None:
       on_round(i, this_round)
   return {name: (statistics.median(t), min(t), t) for name, t in times.items()}
+
+
+def variant_table(variants: Mapping[str, dict], skipped: Mapping[str, str],
+                  width: int) -> list:
+  """Lines of the timing table: header, one row per timed variant, then the
+  variants that did not compile. `variants[name]` holds `median_ms`, `min_ms`
+  and `description`; `width` is the name column's width."""
+  lines = [f"{'variant':<{width}} {'median ms':>10} {'min ms':>9}  what"]
+  for name, v in variants.items():
+    lines.append(f"{name:<{width}} {v['median_ms']:>10.1f} {v['min_ms']:>9.1f}  "
+                 f"{v['description']}")
+  for name, description in skipped.items():
+    lines.append(f"{name:<{width}} {'n/a':>10} {'':>9}  {description}: does not compile")
+  return lines

@@ -207,13 +207,8 @@ def format_report(report):
   """The human-readable table printed above the JSON line."""
   lines = [f"SpineNet-{report['model']} RetinaNet, {report['size']}x{report['size']}, "
            f"batch 1, float32, {report['iters']} timed iterations (medians)",
-           'env: ' + ', '.join(f'{k}={v}' for k, v in report['env'].items()),
-           f"{'variant':<18} {'median ms':>10} {'min ms':>9}  what"]
-  for name, v in report['variants'].items():
-    lines.append(f"{name:<18} {v['median_ms']:>10.1f} {v['min_ms']:>9.1f}  "
-                 f"{v['description']}")
-  for name, description in report['skipped'].items():
-    lines.append(f"{name:<18} {'n/a':>10} {'':>9}  {description}: does not compile")
+           'env: ' + ', '.join(f'{k}={v}' for k, v in report['env'].items())]
+  lines += _timing.variant_table(report['variants'], report['skipped'], 18)
   lines.append(f"ratio raw (ours / MG): {report['ratio_raw']:.3f}   "
                f"ratio end to end (ours {report['ours_e2e_variant']} / faster MG): "
                f"{report['ratio_end_to_end']:.3f}")

@@ -202,12 +202,8 @@ def benchmark(model_id='49', size=640, iters=5, warmup=2, mg_xla=True, winograd=
 def format_report(report):
   lines = [f"SpineNet-{report['model']} Mask R-CNN, {report['size']}x{report['size']}, "
            f"batch 1, float32 and mixed bfloat16, {report['iters']} timed iterations (medians)",
-           'env: ' + ', '.join(f'{k}={v}' for k, v in report['env'].items()),
-           f"{'variant':<32} {'median ms':>10} {'min ms':>9}  what"]
-  for name, v in report['variants'].items():
-    lines.append(f"{name:<32} {v['median_ms']:>10.1f} {v['min_ms']:>9.1f}  {v['description']}")
-  for name, description in report['skipped'].items():
-    lines.append(f"{name:<32} {'n/a':>10} {'':>9}  {description}: does not compile")
+           'env: ' + ', '.join(f'{k}={v}' for k, v in report['env'].items())]
+  lines += _timing.variant_table(report['variants'], report['skipped'], 32)
   lines.append(f"ratio raw (ours / MG): {report['ratio_raw']:.3f}   "
                f"ratio end to end (ours / faster MG): {report['ratio_end_to_end']:.3f}")
   if report['ratio_end_to_end_winograd'] is not None:
