@@ -14,14 +14,19 @@ in one process (`_timing.time_interleaved`), medians:
   Garden: `MaskRCNNModel(images, image_shape, training=False)`), each in one
   `tf.function`; the Model Garden also with `jit_compile=True` if it
   compiles (`--mg_xla`). The ratio compares against the faster Model
-  Garden variant.
+  Garden variant. Ours as built by default: in float32 on a CPU its box and
+  mask head convs run as Winograd convolutions, each head's conv stack one
+  XLA cluster (`registry.build_maskrcnn(head_winograd_min_size=7)`).
+* end to end, direct convolutions (`--direct`, default on): ours built with
+  `head_winograd_min_size=0`, the plain convolutions a SavedModel export
+  runs (`ours_e2e_direct`).
 
 Precisions: every variant above in float32, and (`--bfloat16`, default on)
 the raw and end-to-end ones again with both models built under the Keras
 policy `mixed_bfloat16` (`*_mixed_bfloat16`; same weights; fast only on
 CPUs with AVX512-BF16 or AMX), whose ratios compare best against best at
-that precision, as `benchmarks/train_step.py` does. The Winograd variant is
-float32 only (its convs run direct in bfloat16).
+that precision, as `benchmarks/train_step.py` does. Winograd is float32
+only: in bfloat16 the heads run direct convolutions.
 
 Both models have their initial (untrained) weights; the same number of
 proposals (1000) and detections (100, padded) flow through both second
@@ -29,8 +34,8 @@ stages whatever the weights, but an untrained box head scores every class
 near 1/91, below the 0.05 threshold, so NMS has nothing to do on either side.
 
 The last line printed is one JSON object: `{"ours_raw_ms", "mg_raw_ms",
-"ours_e2e_ms", "mg_e2e_ms", "mg_e2e_xla_ms", "ours_e2e_winograd_ms",
-"ratio_raw", "ratio_end_to_end", "ratio_end_to_end_winograd", the same
+"ours_e2e_ms", "mg_e2e_ms", "mg_e2e_xla_ms", "ours_e2e_direct_ms",
+"ratio_raw", "ratio_end_to_end", "ratio_end_to_end_direct", the same
 `*_mixed_bfloat16` keys and ratios, "precision", "env"}` (ratios ours /
 Model Garden, float32 unless suffixed).
 
@@ -73,7 +78,7 @@ _MG_KEYS = ('detection_boxes', 'detection_scores', 'detection_classes', 'num_det
             'detection_masks')
 
 
-def _variants(ours, mg_model, mg_xla, ours_winograd=None, suffix=''):
+def _variants(ours, mg_model, mg_xla, ours_direct=None, suffix=''):
   """`{name: (callable of (images, image_shape), description)}`; `suffix` is
   appended to every name (e.g. '_mixed_bfloat16')."""
   def ours_raw(images, image_shape):
@@ -94,9 +99,9 @@ def _variants(ours, mg_model, mg_xla, ours_winograd=None, suffix=''):
       'ours_e2e': (tf.function(_e2e_fn(ours)), 'model(features, training=False)'),
       'mg_e2e': (tf.function(mg_e2e), 'MaskRCNNModel(images, image_shape, training=False)'),
   }
-  if ours_winograd is not None:
-    variants['ours_e2e_winograd'] = (tf.function(_e2e_fn(ours_winograd)),
-                                     'the same, Winograd box/mask head convs')
+  if ours_direct is not None:
+    variants['ours_e2e_direct'] = (tf.function(_e2e_fn(ours_direct)),
+                                   'the same, direct head convs (as exported)')
   if mg_xla:
     variants['mg_e2e_xla'] = (tf.function(mg_e2e, jit_compile=True),
                               'the same, tf.function(jit_compile=True)')
@@ -121,17 +126,17 @@ def _build_ours(model_id, size, precision, **kwargs):
     keras.mixed_precision.set_global_policy(previous)
 
 
-def _all_variants(model_id, size, mg_xla, winograd, bfloat16):
+def _all_variants(model_id, size, mg_xla, direct, bfloat16):
   logging.info('Building ours (%s @ %d) and the Model Garden\'s.', model_id, size)
   ours = _build_ours(model_id, size, 'float32')
-  ours_winograd = None
-  if winograd:
-    ours_winograd = _build_ours(model_id, size, 'float32', head_winograd_min_size=7)
-    ours_winograd.set_weights(ours.get_weights())
+  ours_direct = None
+  if direct:
+    ours_direct = _build_ours(model_id, size, 'float32', head_winograd_min_size=0)
+    ours_direct.set_weights(ours.get_weights())
   mg_model = mg_maskrcnn.build_mg_maskrcnn(model_id, size)
-  variants = _variants(ours, mg_model, mg_xla, ours_winograd)
+  variants = _variants(ours, mg_model, mg_xla, ours_direct)
   if bfloat16:
-    # Winograd is float32 only (its layers run bfloat16 convs directly).
+    # Winograd is float32 only: in bfloat16 the heads' convs run directly.
     ours_bf16 = _build_ours(model_id, size, 'mixed_bfloat16')
     ours_bf16.set_weights(ours.get_weights())
     mg_bf16 = mg_maskrcnn.build_mg_maskrcnn(model_id, size, precision='mixed_bfloat16')
@@ -152,7 +157,7 @@ def _ratio(a, b):
   return a / b if a is not None and b is not None else None
 
 
-def benchmark(model_id='49', size=640, iters=5, warmup=2, mg_xla=True, winograd=True,
+def benchmark(model_id='49', size=640, iters=5, warmup=2, mg_xla=True, direct=True,
               bfloat16=True):
   """Measures every variant; returns the report dict (see the module docstring)."""
   env = _machine.env_summary()
@@ -160,7 +165,7 @@ def benchmark(model_id='49', size=640, iters=5, warmup=2, mg_xla=True, winograd=
   image_shape = tf.constant([[size, size]], tf.float32)
   args = (images, image_shape)
   runnable, skipped = {}, {}
-  for name, (fn, description) in _all_variants(model_id, size, mg_xla, winograd,
+  for name, (fn, description) in _all_variants(model_id, size, mg_xla, direct,
                                                bfloat16).items():
     logging.info('Tracing %s.', name)
     if _compiles(name, fn, args):
@@ -184,10 +189,10 @@ def benchmark(model_id='49', size=640, iters=5, warmup=2, mg_xla=True, winograd=
                 skipped=skipped, ours_raw_ms=median('ours_raw'), mg_raw_ms=median('mg_raw'),
                 ours_e2e_ms=median('ours_e2e'), mg_e2e_ms=median('mg_e2e'),
                 mg_e2e_xla_ms=median('mg_e2e_xla'),
-                ours_e2e_winograd_ms=median('ours_e2e_winograd'),
+                ours_e2e_direct_ms=median('ours_e2e_direct'),
                 ratio_raw=_ratio(median('ours_raw'), median('mg_raw')),
                 ratio_end_to_end=_ratio(median('ours_e2e'), mg_e2e_best),
-                ratio_end_to_end_winograd=_ratio(median('ours_e2e_winograd'), mg_e2e_best))
+                ratio_end_to_end_direct=_ratio(median('ours_e2e_direct'), mg_e2e_best))
   for kind in ('raw', 'e2e'):
     for side in ('ours', 'mg'):
       report[f'{side}_{kind}{_BF16}_ms'] = median(f'{side}_{kind}{_BF16}')
@@ -206,9 +211,9 @@ def format_report(report):
   lines += _timing.variant_table(report['variants'], report['skipped'], 32)
   lines.append(f"ratio raw (ours / MG): {report['ratio_raw']:.3f}   "
                f"ratio end to end (ours / faster MG): {report['ratio_end_to_end']:.3f}")
-  if report['ratio_end_to_end_winograd'] is not None:
-    lines.append('ratio end to end, Winograd heads (ours / faster MG): '
-                 f"{report['ratio_end_to_end_winograd']:.3f}")
+  if report['ratio_end_to_end_direct'] is not None:
+    lines.append('ratio end to end, direct head convs (ours / faster MG): '
+                 f"{report['ratio_end_to_end_direct']:.3f}")
   if report['ratio_end_to_end' + _BF16] is not None:
     lines.append(f"mixed bfloat16: ratio raw {report['ratio_raw' + _BF16]:.3f}   "
                  f"ratio end to end (ours / faster MG) "
@@ -222,7 +227,8 @@ flags.DEFINE_integer('size', 640, 'Square input size in pixels.')
 flags.DEFINE_integer('iters', 5, 'Timed iterations per variant.')
 flags.DEFINE_integer('warmup', 2, 'Untimed iterations per variant.')
 flags.DEFINE_bool('mg_xla', True, "Also time the Model Garden's call with jit_compile=True.")
-flags.DEFINE_bool('winograd', True, 'Also time ours with Winograd box/mask head convs.')
+flags.DEFINE_bool('direct', True, 'Also time ours with direct box/mask head convs, '
+                  'as a SavedModel export runs them.')
 flags.DEFINE_bool('bfloat16', True, 'Also time both sides under the mixed_bfloat16 Keras '
                   'policy (fast only on CPUs with AVX512-BF16 or AMX).')
 
@@ -230,17 +236,17 @@ flags.DEFINE_bool('bfloat16', True, 'Also time both sides under the mixed_bfloat
 def main(argv):
   del argv
   report = benchmark(FLAGS.model, FLAGS.size, FLAGS.iters, FLAGS.warmup, FLAGS.mg_xla,
-                     FLAGS.winograd, FLAGS.bfloat16)
+                     FLAGS.direct, FLAGS.bfloat16)
   print(format_report(report))
   keys = ('ours_raw_ms', 'mg_raw_ms', 'ours_e2e_ms', 'mg_e2e_ms', 'mg_e2e_xla_ms',
-          'ours_e2e_winograd_ms', 'ratio_raw', 'ratio_end_to_end',
-          'ratio_end_to_end_winograd', 'ours_raw' + _BF16 + '_ms', 'mg_raw' + _BF16 + '_ms',
+          'ours_e2e_direct_ms', 'ratio_raw', 'ratio_end_to_end',
+          'ratio_end_to_end_direct', 'ours_raw' + _BF16 + '_ms', 'mg_raw' + _BF16 + '_ms',
           'ours_e2e' + _BF16 + '_ms', 'mg_e2e' + _BF16 + '_ms', 'mg_e2e_xla' + _BF16 + '_ms',
           'ratio_raw' + _BF16, 'ratio_end_to_end' + _BF16)
   summary = {k: (round(report[k], 3) if isinstance(report[k], float) else report[k])
              for k in keys}
   summary.update(model=report['model'], size=report['size'],
-                 precision='float32 (ratio_raw, ratio_end_to_end[_winograd]); '
+                 precision='float32 (ratio_raw, ratio_end_to_end[_direct]); '
                  'mixed_bfloat16 (*_mixed_bfloat16)', env=report['env'])
   print(json.dumps(summary), flush=True)
 

@@ -28,6 +28,19 @@ class _NormMixin:
         momentum=c['norm_momentum'], epsilon=c['norm_epsilon'],
         synchronized=c['use_sync_bn'], name=name)
 
+  def _conv_stack(self, x, training):
+    """`self.convs` with `self.conv_norms` and the activation; at inference,
+    Winograd convs run as one fused XLA cluster
+    (`winograd_conv.fused_inference_stack`)."""
+    if not training:
+      fused = winograd_conv.fused_inference_stack(self.convs, self.conv_norms,
+                                                  self._act, x)
+      if fused is not None:
+        return fused
+    for conv, norm in zip(self.convs, self.conv_norms):
+      x = self._act(norm(conv(x), training=training))
+    return x
+
   def _regularizer_config(self):
     return (keras.regularizers.serialize(self._kernel_regularizer)
             if self._kernel_regularizer else None)
@@ -166,9 +179,8 @@ class BoxHead(_NormMixin, keras.layers.Layer):
 
   def call(self, roi_features, training=None):
     _, num_rois, height, width, channels = roi_features.shape.as_list()
-    x = tf.reshape(roi_features, [-1, height, width, channels])
-    for conv, norm in zip(self.convs, self.conv_norms):
-      x = self._act(norm(conv(x), training=training))
+    x = self._conv_stack(tf.reshape(roi_features, [-1, height, width, channels]),
+                         training)
     x = tf.reshape(x, [-1, num_rois, height * width * x.shape[-1]])
     for fc, norm in zip(self.fcs, self.fc_norms):
       x = self._act(norm(fc(x), training=training))
@@ -241,9 +253,8 @@ class MaskHead(_NormMixin, keras.layers.Layer):
 
   def call(self, roi_features, classes, training=None):
     _, num_rois, height, width, channels = roi_features.shape.as_list()
-    x = tf.reshape(roi_features, [-1, height, width, channels])
-    for conv, norm in zip(self.convs, self.conv_norms):
-      x = self._act(norm(conv(x), training=training))
+    x = self._conv_stack(tf.reshape(roi_features, [-1, height, width, channels]),
+                         training)
     x = self._act(self.deconv_norm(self.deconv(x), training=training))
     # The 1x1 predictor evaluated for each ROI's class only: the same logits
     # as predicting all K maps and picking one, at 1/K of the cost.

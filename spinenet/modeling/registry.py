@@ -270,7 +270,7 @@ _MASKRCNN_HEAD_ARGS = tuple(f.name for f in dataclasses.fields(MaskRCNNSpec))
 def build_maskrcnn(model_id, num_classes=91, input_size=None, *, num_scales=1,
                    aspect_ratios=(0.5, 1.0, 2.0), proposal_config=None,
                    roi_sampler_config=None, detection_config=None,
-                   head_winograd_min_size=0, box_coding=None, **overrides):
+                   head_winograd_min_size=7, box_coding=None, **overrides):
   """Builds Mask R-CNN on `model_id` with its recipe's heads and anchors.
 
   Args:
@@ -281,8 +281,12 @@ def build_maskrcnn(model_id, num_classes=91, input_size=None, *, num_scales=1,
     proposal_config, roi_sampler_config, detection_config: the
       `maskrcnn` dataclasses; recipe defaults when None.
     head_winograd_min_size: box and mask head 3x3 convs on ROI maps at least
-      this large run as Winograd convolutions (`maskrcnn_heads.BoxHead`); 0
-      (default) never. A CPU option: same weights, results to float rounding.
+      this large run as Winograd convolutions in float32 on a CPU
+      (`winograd_conv.WinogradConv2D`; at inference the whole conv stack is
+      one fused XLA cluster): same weights, results to float rounding. The
+      default 7 covers the recipes' 7x7 box and 14x14 mask ROI maps; 0 never.
+      Hosts with a GPU or TPU, other precisions and SavedModel export
+      (`export_lib`) take direct convolutions whatever it is.
     box_coding: None (the configs' own) or 'standard' / 'tf1': sets
       `box_coding` of the proposal and detection configs ('tf1': the SpineNet
       authors' "+1 pixel" box convention, `ops.box_ops`).

@@ -5,8 +5,12 @@ Same variables, same config and same results (to float rounding) as
 between the two. Only the arithmetic differs: on feature maps of at least
 `min_size` x `min_size` in float32, the convolution is computed by
 `spinenet.ops.winograd.conv2d_3x3` in an XLA cluster; smaller maps, other
-dtypes (bfloat16, float16: the transforms cost too much precision) and
-`min_size=0` take the direct convolution.
+dtypes (bfloat16, float16: the transforms cost too much precision),
+`min_size=0` and processes that see a GPU or TPU (whose native convolutions
+are faster; Winograd is a CPU algorithm here) take the direct convolution.
+
+`fused_inference_stack` runs a whole conv + batch norm + activation stack of
+these layers, at inference, as one XLA cluster.
 """
 import tensorflow as tf
 import tf_keras as keras
@@ -45,7 +49,8 @@ class WinogradConv2D(keras.layers.Conv2D):
     return (self.min_size > 0 and self.data_format == 'channels_last'
             and tf.as_dtype(dtype) == tf.float32
             and height is not None and width is not None
-            and min(height, width) >= self.min_size)
+            and min(height, width) >= self.min_size
+            and not accelerator_visible())
 
   def convolution_op(self, inputs, kernel):
     if self.uses_winograd(inputs.shape, inputs.dtype):
@@ -61,6 +66,64 @@ class WinogradConv2D(keras.layers.Conv2D):
       config.pop(key, None)
     config['min_size'] = self.min_size
     return config
+
+
+def accelerator_visible() -> bool:
+  """Whether this process sees a GPU or TPU (where models run on it)."""
+  return bool(tf.config.list_logical_devices('GPU')
+              or tf.config.list_logical_devices('TPU'))
+
+
+def _folded_norm(conv, norm):
+  """`(scale, offset)` of `norm(conv(x))` at inference: `conv'(x) * scale + offset`,
+  where `conv'` is `conv` without its bias."""
+  if not isinstance(norm, keras.layers.BatchNormalization):
+    raise TypeError(f'{norm.name}: expected a BatchNormalization, got {type(norm).__name__}.')
+  if norm.axis not in ([3], [-1]) or norm.renorm or norm.virtual_batch_size:
+    raise ValueError(f'{norm.name}: only plain last-axis batch norm folds into a conv.')
+  channels = conv.filters
+  inv = tf.math.rsqrt(tf.convert_to_tensor(norm.moving_variance) + norm.epsilon)
+  scale = inv * tf.convert_to_tensor(norm.gamma) if norm.scale else inv
+  beta = tf.convert_to_tensor(norm.beta) if norm.center else tf.zeros([channels])
+  bias = tf.convert_to_tensor(conv.bias) if conv.use_bias else tf.zeros([channels])
+  return scale, beta + (bias - tf.convert_to_tensor(norm.moving_mean)) * scale
+
+
+def fused_inference_stack(convs, norms, activation, inputs):
+  """`activation(norm(conv(x)))` for each `(conv, norm)` pair, as one XLA cluster.
+
+  The inference path of a stack of `WinogradConv2D` + batch norm +
+  activation layers (the Mask R-CNN heads): batch norm and conv bias are
+  folded into a per-channel scale and offset, and the stack runs as
+  `winograd.conv_stack_3x3_xla`. Same results as calling the layers with
+  `training=False`, to float rounding.
+
+  Args:
+    convs: list of conv layers.
+    norms: list of `keras.layers.BatchNormalization`, one per conv.
+    activation: a function of a tensor.
+    inputs: `[B, H, W, C]`.
+
+  Returns:
+    The stack's output, or None when it does not apply (a conv that is not a
+    `WinogradConv2D`, layers not built yet, or a conv that would not run
+    Winograd on these inputs: small maps, not float32, `min_size=0`, a GPU or
+    TPU); the caller then runs the layers one by one.
+  """
+  if not convs or not all(isinstance(c, WinogradConv2D) and c.activation is
+                          keras.activations.linear for c in convs):
+    return None
+  if not all(layer.built for layer in [*convs, *norms]):
+    return None  # The first call builds the layers one by one.
+  if not all(c.uses_winograd(inputs.shape, inputs.dtype) for c in convs):
+    return None
+  kernels, scales, offsets = [], [], []
+  for conv, norm in zip(convs, norms, strict=True):
+    kernels.append(tf.convert_to_tensor(conv.kernel))
+    scale, offset = _folded_norm(conv, norm)
+    scales.append(scale)
+    offsets.append(offset)
+  return winograd.conv_stack_3x3_xla(inputs, kernels, scales, offsets, activation)
 
 
 def conv2d(filters, kernel_size, strides=1, min_size=0, **kwargs):

@@ -170,6 +170,34 @@ def conv2d_3x3(inputs, kernel):
   return y[:, :height, :width]
 
 
+def conv_stack_3x3(inputs, kernels, scales, offsets, activation):
+  """Consecutive `activation(conv2d_3x3(x, kernel) * scale + offset)` layers.
+
+  The inference form of a stack of 3x3 conv + batch norm + activation layers
+  (conv bias and batch norm folded into `scale` and `offset`). Compiled as
+  one XLA cluster (`conv_stack_3x3_xla`), each layer's output transform,
+  affine map, activation and the next layer's input transform fuse into one
+  pass over memory instead of being separate ops.
+
+  Args:
+    inputs: float `[B, H, W, C]` (H, W, C static).
+    kernels: list of `[3, 3, C_i, K_i]`, `C_0 = C`, `C_{i+1} = K_i`.
+    scales, offsets: lists of `[K_i]`, one per kernel.
+    activation: a function of a tensor, applied after every layer.
+
+  Returns:
+    `[B, H, W, K_last]`.
+  """
+  if not len(kernels) == len(scales) == len(offsets):
+    raise ValueError(f'{len(kernels)} kernels, {len(scales)} scales and '
+                     f'{len(offsets)} offsets: need one of each per layer.')
+  x = inputs
+  for kernel, scale, offset in zip(kernels, scales, offsets):
+    x = activation(conv2d_3x3(x, kernel) * scale + offset)
+  return x
+
+
 # The transforms are slices and small matmuls: XLA fuses them into a few
 # passes, which is what makes the algorithm pay off on a CPU.
 conv2d_3x3_xla = tf.function(conv2d_3x3, jit_compile=True, autograph=False)
+conv_stack_3x3_xla = tf.function(conv_stack_3x3, jit_compile=True, autograph=False)

@@ -7,6 +7,7 @@ from spinenet.modeling import keras_objects
 from spinenet.modeling import maskrcnn as maskrcnn_lib
 from spinenet.modeling import profile
 from spinenet.modeling import registry
+from spinenet.modeling import winograd_conv
 
 SIZE = 128
 NUM_CLASSES = 5
@@ -136,18 +137,31 @@ def test_other_backbones_build_and_detect(model_id):
       for p in ('backbone', 'rpn_head', 'box_head', 'mask_head'))
 
 
-def test_winograd_heads_give_the_same_detections(model):
-  fast = _tiny(head_winograd_min_size=7)
-  fast.set_weights(model.get_weights())
-  assert 'WinogradConv2D' in {type(c).__name__ for c in fast.box_head.convs}
+def test_default_winograd_heads_give_the_same_outputs_as_direct_convs():
+  # The default heads run Winograd on a CPU (fused into one XLA cluster at
+  # inference); direct convolutions with the same weights are the reference.
+  model = _tiny()
+  direct = _tiny(head_winograd_min_size=0)
+  # Batch norm statistics away from (0, 1), so that folding them is tested.
+  rng = np.random.default_rng(3)
+  for norm in model.box_head.conv_norms + model.mask_head.conv_norms:
+    channels = norm.moving_mean.shape[0]
+    norm.moving_mean.assign(rng.normal(size=channels).astype(np.float32) * 0.2)
+    norm.moving_variance.assign(rng.uniform(0.5, 2.0, size=channels).astype(np.float32))
+  direct.set_weights(model.get_weights())
+  assert {type(c).__name__ for c in model.box_head.convs} == {'WinogradConv2D'}
+  assert {type(c).__name__ for c in direct.box_head.convs} == {'Conv2D'}
   features = _features(seed=2)
-  features = {k: features[k] for k in ('images', 'image_info')}
   rois = tf.constant([[[10, 10, 60, 50], [0, 0, 128, 128]]] * 2, tf.float32)
-  feats = model.features(features['images'], training=False)
-  for a, b in zip(model.box_outputs(feats, rois, training=False),
-                  fast.box_outputs(feats, rois, training=False)):
-    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+  feats = direct.features(features['images'], training=False)
+  roi_maps = tf.random.stateless_normal([4, 7, 7, 32], [1, 2])
+  assert winograd_conv.fused_inference_stack(
+      model.box_head.convs, model.box_head.conv_norms, tf.nn.relu, roi_maps) is not None
+  for training in (False, True):
+    for a, b in zip(direct.box_outputs(feats, rois, training=training),
+                    model.box_outputs(feats, rois, training=training)):
+      np.testing.assert_allclose(b, a, rtol=0, atol=2e-5 * np.abs(a).max())
   classes = tf.constant([[1, 2]] * 2)
+  want = direct.mask_outputs(feats, rois, classes, training=False).numpy()
   np.testing.assert_allclose(model.mask_outputs(feats, rois, classes, training=False),
-                             fast.mask_outputs(feats, rois, classes, training=False),
-                             rtol=1e-4, atol=1e-5)
+                             want, rtol=0, atol=2e-5 * np.abs(want).max())

@@ -1,5 +1,6 @@
 """Winograd F(4x4, 3x3) convolution against tf.nn.conv2d: values and gradients."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from spinenet.ops import winograd
@@ -84,3 +85,10 @@ class WinogradTest(tf.test.TestCase):
           tf.TensorSpec([1, None, 8, 2]), tf.TensorSpec([3, 3, 2, 2]))
     with self.assertRaisesRegex(ValueError, 'input channels'):
       winograd.conv2d_3x3(tf.zeros([1, 4, 4, 2]), tf.zeros([3, 3, 3, 2]))
+
+
+def test_conv_stack_needs_one_scale_and_offset_per_kernel():
+  kernels = [tf.zeros([3, 3, 2, 2])] * 2
+  with pytest.raises(ValueError, match='2 kernels, 1 scales and 2 offsets'):
+    winograd.conv_stack_3x3(tf.zeros([1, 4, 4, 2]), kernels, [tf.ones([2])],
+                            [tf.zeros([2])] * 2, tf.nn.relu)
