@@ -9,7 +9,8 @@ fixed number of instances: the model samples its RoIs and builds the box
 and mask head targets itself.
 
 `MaskRCNNEvalParser` is `detection_parser.EvalParser` with its image and
-`image_info` as the features.
+`image_info` as the features; with `mask_size` its ground truth also holds
+each instance mask over its box (mask AP without the annotation JSON).
 
 Input: the dict of `decoder.DetectionDecoder(decode_masks=True).decode`
 (`image` or `encoded_image`, and `groundtruth_instance_masks`).
@@ -184,28 +185,60 @@ class MaskRCNNTrainParser:
 
 class MaskRCNNEvalParser:
   """Evaluation parser of Mask R-CNN: `detection_parser.EvalParser`'s output
-  with the image and `image_info` as the features.
+  with the image and `image_info` as the features, and optionally each
+  ground-truth mask over its box.
 
   Args:
     output_size: int or `(height, width)`, multiples of `2**max_level`.
     max_level: int, only to check `output_size`.
     max_num_instances: ground-truth rows of `labels['groundtruths']`.
     dtype: image dtype.
+    mask_size: int; if > 0, `groundtruths['masks']` holds each instance mask
+      cropped to its box at `mask_size x mask_size` (the ground truth of mask
+      AP without the annotation JSON; needs `groundtruth_instance_masks` from
+      `DetectionDecoder(decode_masks=True)`). 0: no masks.
 
   Returns of `__call__(data, seed=None)`:
     features: dict with `images` (`[S_h, S_w, 3]`, resized to fit, padded)
       and `image_info` (float32 `[4, 2]`).
     labels: dict with `image_info`, `source_id` and `groundtruths` (boxes in
-      original pixels, ...), as `detection_parser.EvalParser`'s labels.
-      Masks are not among them: mask AP is computed against the COCO JSON.
+      original pixels, ...), as `detection_parser.EvalParser`'s labels; with
+      `mask_size`, also `groundtruths['masks']`: float32 `[M, mask_size,
+      mask_size]` in [0, 1], M = `max_num_instances`: row i is instance i's
+      mask (original image frame) sampled bilinearly over row i of
+      `groundtruths['boxes']` (ymin, xmin, ymax, xmax in ORIGINAL pixels;
+      `preprocess.crop_masks_to_pixel_boxes`, the inverse of
+      `ops.mask_ops.paste_masks`); the rows are the boxes' rows (every
+      instance, crowd included, in record order, the first M); padding 0.
   """
 
   def __init__(self, output_size, max_level: int = 7,
-               max_num_instances: int = 100, dtype: str = 'float32'):
+               max_num_instances: int = 100, dtype: str = 'float32',
+               mask_size: int = 0):
+    if mask_size < 0:
+      raise ValueError('MaskRCNNEvalParser: `mask_size` must be >= 0 (0: no '
+                       f'ground-truth masks). Received: {mask_size}')
     self._parser = detection_parser.EvalParser(
         output_size, max_level, max_num_instances, dtype)
     self.output_size = self._parser.output_size
+    self._max_instances = max_num_instances
+    self._mask_size = mask_size
 
   def __call__(self, data, seed: Optional[tf.Tensor] = None):
     image, labels = self._parser(data, seed)
+    if self._mask_size:
+      if 'groundtruth_instance_masks' not in data:
+        raise ValueError(
+            'MaskRCNNEvalParser(mask_size>0): the decoded example has no '
+            '`groundtruth_instance_masks`; decode with '
+            'DetectionDecoder(decode_masks=True).')
+      m = self._max_instances
+      gt = labels['groundtruths']
+      # EvalParser keeps every instance in order: its first M boxes are the
+      # first M masks' boxes.
+      masks = tf.cast(data['groundtruth_instance_masks'][:m], tf.float32)
+      boxes = gt['boxes'][:tf.shape(masks)[0]]
+      crops = preprocess.crop_masks_to_pixel_boxes(masks, boxes,
+                                                   self._mask_size)
+      gt['masks'] = detection_parser.pad_rows(crops, m, 0.0)
     return {'images': image, 'image_info': labels['image_info']}, labels

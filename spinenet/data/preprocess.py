@@ -265,11 +265,9 @@ def crop_masks_to_boxes(masks, boxes, window: Window, crop_size: int):
   """Each instance mask, cropped to its output box, resampled to a square.
 
   The box is mapped back into the original mask (undoing the flip, scale
-  and crop of `window`) and sampled there on a `crop_size` grid of cell
-  centres with bilinear interpolation (edge pixels repeated outward, as
-  `tf.image.resize` does), so the crop is what the box covers in the
-  output image, at `crop_size` resolution; with a flip the crop is mirrored
-  like the image.
+  and crop of `window`) and cropped there by `crop_masks_to_pixel_boxes`, so
+  the crop is what the box covers in the output image, at `crop_size`
+  resolution; with a flip the crop is mirrored like the image.
 
   Args:
     masks: float32 `[N, H, W]`, in the original image frame.
@@ -287,11 +285,35 @@ def crop_masks_to_boxes(masks, boxes, window: Window, crop_size: int):
   scale4 = tf.tile(window.scale, [2])
   offset4 = tf.tile(window.offset, [2])
   original = (boxes + offset4) / scale4  # continuous pixel coordinates
+  crops = crop_masks_to_pixel_boxes(masks, original, crop_size)
+  if window.flip is not None:
+    crops = tf.cond(window.flip, lambda: tf.reverse(crops, [2]),
+                    lambda: crops)
+  return crops
+
+
+def crop_masks_to_pixel_boxes(masks, boxes, crop_size: int):
+  """Each mask cropped to its box (pixels of the mask), resampled to a square.
+
+  The box is sampled on a `crop_size` grid of cell centres with bilinear
+  interpolation (edge pixels repeated outward, as `tf.image.resize` does):
+  the inverse of `ops.mask_ops.paste_masks`' geometry, so pasting the crop
+  back over the same box gives the mask again (up to resampling).
+
+  Args:
+    masks: float32 `[N, H, W]`.
+    boxes: float32 `[N, 4]`, ymin, xmin, ymax, xmax in continuous pixel
+      coordinates of `masks` (pixel `i` spans `[i, i + 1)`).
+    crop_size: int, side of the output crops.
+
+  Returns:
+    float32 `[N, crop_size, crop_size]` in [0, 1] for 0/1 masks.
+  """
   # Cell centres of a crop_size grid over each box, as pixel indices of the
   # mask padded by one repeated pixel on every side (index = coordinate -
   # 0.5 + 1), in crop_and_resize's normalized form (index / (size - 1)).
   m = float(crop_size)
-  y0, x0, y1, x1 = tf.unstack(original, 4, axis=-1)
+  y0, x0, y1, x1 = tf.unstack(boxes, 4, axis=-1)
   first_y = y0 + 0.5 * (y1 - y0) / m + 0.5
   last_y = y0 + (m - 0.5) * (y1 - y0) / m + 0.5
   first_x = x0 + 0.5 * (x1 - x0) / m + 0.5
@@ -300,10 +322,6 @@ def crop_masks_to_boxes(masks, boxes, window: Window, crop_size: int):
   span = tf.cast(tf.shape(padded)[1:] - 1, tf.float32)
   normalized = tf.stack([first_y / span[0], first_x / span[1],
                          last_y / span[0], last_x / span[1]], axis=-1)
-  crops = tf.image.crop_and_resize(
+  return tf.image.crop_and_resize(
       padded[..., tf.newaxis], normalized,
       tf.range(tf.shape(masks)[0]), [crop_size, crop_size])[..., 0]
-  if window.flip is not None:
-    crops = tf.cond(window.flip, lambda: tf.reverse(crops, [2]),
-                    lambda: crops)
-  return crops

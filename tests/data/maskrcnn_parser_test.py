@@ -12,6 +12,7 @@ from spinenet.data import maskrcnn_parser
 from spinenet.data import preprocess
 from spinenet.data import tf_example
 from spinenet.ops import box_ops
+from spinenet.ops import mask_ops
 
 _H, _W = 120, 160
 _ANCHORS = dict(min_level=3, max_level=6, num_scales=1,
@@ -301,13 +302,21 @@ class MaskRCNNPipelineTest(tf.test.TestCase):
     self.assertGreater(float(tf.reduce_min(tf.reduce_mean(valid_masks,
                                                           [1, 2]))), 0.3)
     evaluation = pipeline.build_dataset(
-        f'{root}/records/val-*',
-        decoder_lib.DetectionDecoder(decode_image=False).decode,
-        maskrcnn_parser.MaskRCNNEvalParser(128, max_level=6),
+        f'{root}/records/val-*', decoder.decode,
+        maskrcnn_parser.MaskRCNNEvalParser(128, max_level=6,
+                                           max_num_instances=8, mask_size=28),
         global_batch_size=4, training=False)
     batches = list(evaluation)
     self.assertLen(batches, 1)
-    self.assertAllEqual(batches[0][1]['valid'], [True, True, False, False])
+    labels = batches[0][1]
+    self.assertAllEqual(labels['valid'], [True, True, False, False])
+    masks = labels['groundtruths']['masks']
+    self.assertEqual(masks.shape, (4, 8, 28, 28))
+    real = tf.sequence_mask(labels['groundtruths']['num_detections'], 8)
+    self.assertGreater(float(tf.reduce_min(tf.reduce_mean(
+        tf.boolean_mask(masks, real), [1, 2]))), 0.3)
+    self.assertEqual(float(tf.reduce_max(tf.boolean_mask(
+        masks, tf.logical_not(real)))), 0.0)
 
 
 class MaskRCNNEvalParserTest(tf.test.TestCase):
@@ -324,6 +333,64 @@ class MaskRCNNEvalParserTest(tf.test.TestCase):
     self.assertEqual(labels['groundtruths']['boxes'].shape, (10, 4))
     self.assertEqual(int(labels['groundtruths']['num_detections']), 3)
     self.assertAllClose(features['image_info'][2], [128 / 160] * 2)
+    self.assertNotIn('masks', labels['groundtruths'])  # mask_size=0
+
+  def _half_masks_example(self):
+    """Two instances whose masks are a known part of their (larger) boxes,
+    then the disc with its tight box.
+
+    Instance 0: box rows 20..60, columns 40..120, mask its left half.
+    Instance 1 (crowd): box rows 70..110, columns 10..50, mask its top half.
+    """
+    left = np.zeros((_H, _W), np.uint8)
+    left[20:60, 40:80] = 1
+    top = np.zeros((_H, _W), np.uint8)
+    top[70:90, 10:50] = 1
+    disc = _masks()[1]
+    pixel_boxes = [(20, 40, 60, 120), (70, 10, 110, 50), _tight_box(disc)]
+    boxes = [(y0 / _H, x0 / _W, y1 / _H, x1 / _W)
+             for y0, x0, y1, x1 in pixel_boxes]
+    return tf_example.build_detection_example(
+        _png(np.zeros((_H, _W, 3), np.uint8)), 'png', _H, _W, '5', boxes,
+        [1, 2, 3], is_crowd=[0, 1, 0],
+        masks=[_png(m) for m in (left, top, disc)]).SerializeToString()
+
+  def test_masks_over_original_boxes_aligned_and_padded(self):
+    parser = maskrcnn_parser.MaskRCNNEvalParser(
+        128, max_level=6, max_num_instances=5, mask_size=8)
+    fn = tf.function(lambda s: parser(_decode(s, decode_image=False)))
+    _, labels = fn(self._half_masks_example())
+    gt = {k: v.numpy() for k, v in labels['groundtruths'].items()}
+    self.assertEqual(gt['masks'].shape, (5, 8, 8))
+    self.assertEqual(gt['masks'].dtype, np.float32)
+    self.assertAllClose(gt['boxes'][:2], [[20, 40, 60, 120], [70, 10, 110, 50]])
+    # 8 cells over 80 (40) pixels: cell centres never fall between a pixel
+    # inside and one outside, so the halves are exact.
+    want_left = np.zeros((8, 8), np.float32)
+    want_left[:, :4] = 1
+    self.assertAllEqual(gt['masks'][0], want_left)
+    self.assertAllEqual(gt['masks'][1], want_left.T)  # crowd kept, in order
+    # The disc, pasted back over its box, is the disc again.
+    pasted = mask_ops.paste_masks(gt['masks'][2:3], gt['boxes'][2:3], _H,
+                                  _W)[0].numpy() > 0.5
+    disc = _masks()[1].astype(bool)
+    self.assertGreater((pasted & disc).sum() / (pasted | disc).sum(), 0.9)
+    self.assertAllEqual(gt['masks'][3:], np.zeros((2, 8, 8)))
+    self.assertAllEqual(gt['boxes'][3:], -np.ones((2, 4)))
+    # Cut to fewer rows than instances: masks and boxes cut alike.
+    two = maskrcnn_parser.MaskRCNNEvalParser(
+        128, max_level=6, max_num_instances=2, mask_size=8)
+    _, cut = two(_decode(self._half_masks_example()))
+    self.assertAllEqual(cut['groundtruths']['masks'], gt['masks'][:2])
+    self.assertAllClose(cut['groundtruths']['boxes'], gt['boxes'][:2])
+
+  def test_masks_need_decoded_masks(self):
+    parser = maskrcnn_parser.MaskRCNNEvalParser(128, max_level=6, mask_size=8)
+    data = decoder_lib.DetectionDecoder().decode(_example())
+    with self.assertRaisesRegex(ValueError, 'decode_masks=True'):
+      parser(data)
+    with self.assertRaisesRegex(ValueError, 'mask_size'):
+      maskrcnn_parser.MaskRCNNEvalParser(128, max_level=6, mask_size=-1)
 
 
 if __name__ == '__main__':
