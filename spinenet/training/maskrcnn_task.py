@@ -32,8 +32,11 @@ class MaskRCNNDataOptions:
     rpn_batch_size_per_im: RPN anchors sampled per image.
     rpn_fg_fraction: largest share of positives among them.
     max_num_instances: ground-truth objects kept per image.
-    mask_crop_size: each ground-truth mask cropped to its box at this size
-      (the model resamples it to its 28 x 28 targets).
+    mask_crop_size: each ground-truth mask cropped to its box at this size:
+      in training the model resamples it to its 28 x 28 targets; in
+      evaluation without an annotation JSON it is the ground truth of mask
+      AP (pasted back into the original image; `[max_num_instances, S, S]`
+      float32 per image goes to the host).
     seed: optional seed of file order, shuffling and augmentation.
   """
   file_pattern: str = ''
@@ -80,8 +83,10 @@ class MaskRCNNTask(base_task.Task):
     losses: `maskrcnn_losses.MaskRCNNLossOptions`.
     annotation_json: COCO JSON of the evaluation split (with segmentations):
       the ground truth of the box and mask metrics. Without it the ground
-      truth is rebuilt from the evaluation records (boxes; masks only when
-      the evaluation labels carry them).
+      truth is rebuilt from the evaluation records: boxes, and (with
+      `include_mask`) each instance mask cropped to its box at
+      `eval_data.mask_crop_size` by the evaluation parser, which the
+      evaluator pastes back into the original image.
     label_map: optional dict category id -> name, for per-class metrics and
       drawn evaluation images.
     per_category_metrics: also report AP per category.
@@ -148,7 +153,13 @@ class MaskRCNNTask(base_task.Task):
           mask_crop_size=data.mask_crop_size, include_mask=self.include_mask)
     return maskrcnn_parser.MaskRCNNEvalParser(
         info.input_size, max_level=info.max_level,
-        max_num_instances=data.max_num_instances)
+        max_num_instances=data.max_num_instances,
+        mask_size=data.mask_crop_size if self._eval_masks_from_records else 0)
+
+  @property
+  def _eval_masks_from_records(self):
+    """Mask AP's ground truth comes from the records (no annotation JSON)."""
+    return self.include_mask and self.annotation_json is None
 
   def build_inputs(self, training, input_context=None):
     data = self.train_data if training else self.eval_data
@@ -164,8 +175,10 @@ class MaskRCNNTask(base_task.Task):
         return features, labels
       return check
 
-    decoder = decoder_lib.DetectionDecoder(
-        decode_image=False, decode_masks=training and self.include_mask)
+    decode_masks = (self.include_mask if training
+                    else self._eval_masks_from_records)
+    decoder = decoder_lib.DetectionDecoder(decode_image=False,
+                                           decode_masks=decode_masks)
     return detection_records.build_records_dataset(
         data, task_name='MaskRCNNTask', options_name='MaskRCNNDataOptions',
         split=split, decode_fn=decoder.decode, build_parser=lambda: self.build_parser(training),

@@ -206,5 +206,66 @@ class CocoMaskEvaluatorTest(tf.test.TestCase):
       evaluator.result()
 
 
+class MaskGroundTruthFromRecordsTest(tf.test.TestCase):
+  """Ground-truth masks from the evaluation parser (no annotation JSON)."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    from spinenet.data import builtin_dataset  # pylint: disable=g-import-not-at-top
+    from spinenet.data import coco_converter  # pylint: disable=g-import-not-at-top
+    from spinenet.data import decoder  # pylint: disable=g-import-not-at-top
+    from spinenet.data import maskrcnn_parser  # pylint: disable=g-import-not-at-top
+    from spinenet.data import pipeline  # pylint: disable=g-import-not-at-top
+    root = tempfile.mkdtemp()
+    paths = builtin_dataset.generate(os.path.join(root, 'shapes'), num_train=1,
+                                     num_val=4, image_size=96, seed=2)
+    coco_converter.convert_coco(paths['val_images'], paths['val_json'],
+                                os.path.join(root, 'val'), num_workers=0,
+                                include_masks=True)
+    cls.val_json = paths['val_json']
+    dataset = pipeline.build_dataset(
+        os.path.join(root, 'val-*'),
+        decoder.DetectionDecoder(decode_image=False, decode_masks=True).decode,
+        maskrcnn_parser.MaskRCNNEvalParser(128, max_num_instances=10,
+                                           mask_size=112),
+        global_batch_size=4, training=False)
+    cls.batches = [tf.nest.map_structure(lambda t: t.numpy(), labels)
+                   for _, labels in dataset]
+
+  def _outputs(self, labels, masks):
+    """The ground truth as detections (model-input pixels), with `masks`."""
+    gt = labels['groundtruths']
+    scale = labels['image_info'][:, 2:3, :]  # [B, 1, 2]
+    return {'source_id': labels['source_id'], 'image_info': labels['image_info'],
+            'valid': labels['valid'], 'groundtruths': gt,
+            'detection_boxes': gt['boxes'] * np.tile(scale, [1, 1, 2]),
+            'detection_scores': np.where(gt['classes'] > 0, 0.9, 0.0),
+            'detection_classes': np.maximum(gt['classes'], 0),
+            'num_detections': gt['num_detections'], 'detection_masks': masks}
+
+  def _evaluate(self, annotation_json, wrong=False):
+    evaluator = coco_evaluator.CocoEvaluator(annotation_json, include_mask=True)
+    for labels in self.batches:
+      masks = labels['groundtruths']['masks'].copy()
+      if wrong:  # only the left half of each object
+        masks[..., masks.shape[-1] // 2:] = 0.0
+      evaluator.update(self._outputs(labels, masks))
+    return evaluator.result()
+
+  def test_perfect_detections_score_mask_ap_1_and_wrong_masks_less(self):
+    self.assertGreater(sum(int(b['groundtruths']['num_detections'].sum())
+                           for b in self.batches), 4)
+    for annotation_json in (None, self.val_json):
+      # Against the masks rebuilt from the records, and against the JSON's
+      # drawn masks: the crops are aligned with the objects.
+      perfect = self._evaluate(annotation_json)
+      self.assertGreater(perfect['AP'], 0.99)
+      self.assertGreater(perfect['mask_AP'], 0.95, annotation_json)
+      wrong = self._evaluate(annotation_json, wrong=True)
+      self.assertGreater(wrong['AP'], 0.99)
+      self.assertLess(wrong['mask_AP'], 0.5, annotation_json)
+
+
 if __name__ == '__main__':
   tf.test.main()

@@ -111,9 +111,29 @@ class TrainingTest(tf.test.TestCase):
     outputs = task.validation_step(inputs, model)
     self.assertEqual(outputs['detection_masks'].shape, (2, 10, 28, 28))
     self.assertNotIn('groundtruths', outputs)  # the annotation JSON is the ground truth
+    self.assertNotIn('masks', inputs[1]['groundtruths'])  # nor decoded
     no_json = _task(annotation_json=False)
     no_json.build_model()
-    self.assertIn('groundtruths', no_json.validation_step(inputs, model))
+    inputs = next(iter(no_json.build_inputs(training=False)))
+    groundtruths = no_json.validation_step(inputs, model)['groundtruths']
+    # Without the JSON the records' masks, each over its box, are the truth.
+    self.assertEqual(groundtruths['masks'].shape, (2, 100, 112, 112))
+    real = tf.sequence_mask(groundtruths['num_detections'], 100)
+    self.assertGreater(float(tf.reduce_min(tf.reduce_mean(
+        tf.boolean_mask(groundtruths['masks'], real), [1, 2]))), 0.3)
+
+  def test_train_and_eval_without_annotation_json_reports_mask_ap(self):
+    model_dir = tempfile.mkdtemp()
+    train_lib.run_experiment(
+        _task(annotation_json=False), 'train_and_eval', model_dir,
+        strategies.get_strategy('one_device'),
+        optimization.OptimizerOptions(warmup_steps=0, learning_rate=0.01),
+        train_lib.TrainerOptions(train_steps=1, steps_per_loop=1,
+                                 checkpoint_interval=1, eval_image_summaries=0))
+    with open(os.path.join(model_dir, 'eval', 'metrics.json')) as f:
+      metrics = json.load(f)
+    for name in ('AP', 'mask_AP', 'mask_AP50', 'mask_ARmax100'):
+      self.assertBetween(metrics[name], -1.0, 1.0)
 
 
 if __name__ == '__main__':
