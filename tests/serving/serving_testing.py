@@ -134,12 +134,19 @@ def maskrcnn_fn(seed=0, max_detections=20):
 def keras_maskrcnn(model, pixels):
   """The Keras Mask R-CNN's detections of `pixels`, through the evaluation parser.
 
+  The model's Winograd head convs are switched to direct ones first, as the
+  export runs them (`export_lib`), so that a score at the threshold or an NMS
+  tie cannot go differently by float rounding; that Winograd and direct heads
+  agree is `tests/modeling/maskrcnn_test.py`'s.
+
   Returns:
     dict of NumPy `boxes` `[N, 4]` (pixels of `pixels`, clipped), `scores`,
     `classes` (class indices) and `masks` uint8 `[N, H, W]` (each box-relative
     mask pasted over its unclipped box in `pixels`' frame, > 0.5).
   """
+  from spinenet.modeling import winograd_conv  # pylint: disable=g-import-not-at-top
   from spinenet.ops import mask_ops  # pylint: disable=g-import-not-at-top
+  winograd_conv.use_direct_convolutions(model)
   parser = detection_parser.EvalParser(INPUT_SIZE)
   data = {'image': tf.constant(pixels), 'source_id': tf.constant('1'),
           'groundtruth_boxes': tf.zeros([0, 4]),
