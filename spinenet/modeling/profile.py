@@ -11,6 +11,8 @@ from tensorflow.python.framework import convert_to_constants
 from tensorflow.python.framework import graph_util
 from tensorflow.python.framework import ops
 
+from spinenet.modeling import winograd_conv
+
 _FUSED_BATCH_NORMS = ('FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatchNormV3')
 
 
@@ -90,6 +92,11 @@ def describe(model_id, image_size=None, task='retinanet', num_classes=None,
     through the mask head), parts backbone, rpn_head, box_head, mask_head;
     its FLOPs split into backbone, rpn_head and the rest (`second_stage`:
     proposals, RoIAlign, box and mask heads, post-processing).
+
+  FLOPs are the architecture's: Winograd convolutions
+  (`winograd_conv.WinogradConv2D`, on by default in Mask R-CNN's heads on a
+  CPU) are switched to direct ones in the returned model before counting, as
+  the papers and model zoos count them.
   """
   from spinenet.modeling import registry  # pylint: disable=g-import-not-at-top
   model_id = registry.resolve(model_id)
@@ -112,6 +119,7 @@ def describe(model_id, image_size=None, task='retinanet', num_classes=None,
   else:
     raise ValueError("`task` must be 'retinanet', 'maskrcnn', 'classification' or "
                      f"'backbone'. Received: task={task!r}")
+  winograd_conv.use_direct_convolutions(model)
   shape = (1, image_size, image_size, 3)
   if task == 'maskrcnn':
     return _describe_maskrcnn(model, model_id, image_size, num_classes, shape), model

@@ -19,6 +19,7 @@ import tf_keras as keras
 from spinenet.data import builtin_dataset
 from spinenet.data import coco_converter
 from spinenet.modeling import profile
+from spinenet.modeling import winograd_conv
 from spinenet.training import strategies
 from spinenet.training import train_lib
 
@@ -111,6 +112,8 @@ def run_proxy_trial(task, optimizer_options, trainer_options, trial_dir: str,
     flops = None
     if count_flops:
       size = task.info.input_size
+      # The architecture's multiply-adds, whatever algorithm trained it.
+      winograd_conv.use_direct_convolutions(model)
       flops = profile.count_flops(lambda x: model(x, training=False),
                                   (1, *size, 3))
   finally:

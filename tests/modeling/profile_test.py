@@ -67,3 +67,18 @@ def test_describe_splits_backbone_and_head():
   flops = result['flops_detail']
   assert flops['backbone'] + flops['head'] == flops['total'] == result['flops']
   assert flops['head'] > width * 7  # the pooling of every level, then the linear layer
+
+
+def test_describe_counts_direct_convolutions_of_winograd_heads():
+  # Mask R-CNN's heads run Winograd on a CPU by default; FLOPs are the
+  # architecture's (direct convolutions), as the zoos count them.
+  small = dict(filter_size_scale=0.25, endpoints_num_filters=32, rpn_filters=32,
+               box_filters=32, fc_dims=64, mask_filters=32)
+  default, model = profile.describe('49S', 128, 'maskrcnn', num_classes=5, **small)
+  direct, _ = profile.describe('49S', 128, 'maskrcnn', num_classes=5,
+                               head_winograd_min_size=0, **small)
+  assert default['flops_detail'] == direct['flops_detail']
+  assert {type(c).__name__ for c in model.box_head.convs} == {'WinogradConv2D'}
+  # The box head's four 3x3 convs alone: 100 test proposals x 7 x 7 x 9 x 32 x 32
+  # multiply-adds each, all inside the second stage's count.
+  assert default['flops_detail']['second_stage'] > 4 * 100 * 49 * 9 * 32 * 32
