@@ -3,7 +3,8 @@
 ResNet v1.5 (stride on the 3x3 conv of bottlenecks), then FPN as in RetinaNet:
 1x1 laterals on C3..C5, top-down nearest upsampling and addition, a 3x3 conv
 (+ norm) on each merged level; P6 is a stride-2 3x3 conv on P5 and P7 a
-stride-2 3x3 conv on activated P6.
+stride-2 3x3 conv on activated P6. `min_level=2` adds P2 from C2 the same way
+(the classic Mask R-CNN pyramid is P2..P6).
 """
 import tf_keras as keras
 
@@ -23,7 +24,7 @@ def build_resnet_fpn(depth=50, *, input_shape=(None, None, 3), min_level=3,
   Args:
     depth: 50, 101 or 152.
     input_shape: `(H, W, 3)`, multiples of `2**max_level`.
-    min_level, max_level: pyramid levels returned (3..7 at most).
+    min_level, max_level: pyramid levels returned (2..7 at most).
     fpn_filters: width of every pyramid level.
     Other arguments as `spinenet.build_spinenet`.
 
@@ -33,8 +34,8 @@ def build_resnet_fpn(depth=50, *, input_shape=(None, None, 3), min_level=3,
   if depth not in RESNET_STAGES:
     raise ValueError(f'`depth` must be one of {sorted(RESNET_STAGES)}. '
                      f'Received: depth={depth}')
-  if not 3 <= min_level <= max_level <= 7:
-    raise ValueError('ResNet-FPN levels must satisfy 3 <= min_level <= max_level '
+  if not 2 <= min_level <= max_level <= 7:
+    raise ValueError('ResNet-FPN levels must satisfy 2 <= min_level <= max_level '
                      f'<= 7. Received: min_level={min_level}, max_level={max_level}')
   o = layers_lib.BlockOptions(
       activation=activation, use_sync_bn=use_sync_bn, norm_momentum=norm_momentum,

@@ -144,6 +144,20 @@ def test_other_backbones_build_and_detect(model_id):
 _PARITY = 1e-4
 
 
+def test_resnet_fpn_on_the_classic_p2_to_p6_pyramid():
+  m = registry.build_maskrcnn('resnet50-fpn', num_classes=3, input_size=SIZE,
+                              min_level=2, max_level=6, rpn_filters=32,
+                              box_filters=32, fc_dims=64, mask_filters=32)
+  out = m(registry.maskrcnn_dummy_features((SIZE, SIZE)), training=False)
+  assert {k: tuple(v.shape) for k, v in out['rpn_scores'].items()} == {
+      str(l): (1, SIZE // 2**l, SIZE // 2**l, 3) for l in range(2, 7)}
+  assert out['detection_masks'].shape == (1, 100, 28, 28)
+  features = _features()
+  features['gt_classes'] = tf.minimum(features['gt_classes'], 2)
+  train = m(features, training=True)
+  assert train['mask_outputs'].shape[-2:] == (28, 28)
+
+
 def test_default_winograd_heads_give_the_same_outputs_as_direct_convs():
   # The default heads run Winograd on a CPU (fused into one XLA cluster at
   # inference); direct convolutions with the same weights are the reference.

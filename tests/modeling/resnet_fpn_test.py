@@ -53,10 +53,21 @@ def test_fewer_levels():
                  for l in model.layers)
 
 
+def test_p2_for_the_classic_mask_rcnn_pyramid():
+  # P2..P6: P2 from C2 by a lateral and the top-down path, P6 from P5.
+  model = resnet_fpn.build_resnet_fpn(50, input_shape=(SIZE, SIZE, 3), min_level=2,
+                                      max_level=6, fpn_filters=8)
+  feats = model(tf.random.stateless_normal([1, SIZE, SIZE, 3], [1, 2]), training=False)
+  assert {k: tuple(v.shape) for k, v in feats.items()} == {
+      str(l): (1, SIZE // 2**l, SIZE // 2**l, 8) for l in range(2, 7)}
+  assert model.get_layer('fpn_lateral_2').input.shape[-1] == 256  # C2's width
+  assert model.get_layer('fpn_merge_2') is not None
+
+
 def test_bad_depth_and_levels_are_named():
   with pytest.raises(ValueError, match=r'depth.*\[50, 101, 152\].*depth=34'):
     resnet_fpn.build_resnet_fpn(34)
-  with pytest.raises(ValueError, match='min_level=2, max_level=7'):
-    resnet_fpn.build_resnet_fpn(50, min_level=2)
+  with pytest.raises(ValueError, match='min_level=1, max_level=7'):
+    resnet_fpn.build_resnet_fpn(50, min_level=1)
   with pytest.raises(ValueError, match='min_level=3, max_level=8'):
     resnet_fpn.build_resnet_fpn(50, max_level=8)
