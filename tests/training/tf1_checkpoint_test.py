@@ -31,6 +31,7 @@ from spinenet.data import preprocess
 from spinenet.modeling import layers as layers_lib
 from spinenet.modeling import registry
 from spinenet.training import tf1_checkpoint
+import tf1_names
 
 TOLERANCE = 1e-4
 SIZE = 128  # the smallest detection size the authors' code accepts
@@ -46,22 +47,7 @@ def _tiny_backbone(model_id='49S'):
 
 
 def _tf1_names(backbone, mobile=False):
-  """`{TF1 name: our variable}`: the converter's naming rule, inverted."""
-  counters, names = {}, {}
-  for scope, kind, _, leaves in tf1_checkpoint.backbone_units(backbone, mobile):
-    n = counters.get((scope, kind), 0)
-    counters[(scope, kind)] = n + 1
-    layer = kind if n == 0 else f'{kind}_{n}'
-    for leaf, var in leaves.items():
-      names[f'{scope}/{layer}/{leaf}'] = var
-  return names
-
-
-def _save_tf1(prefix, tensors):
-  """Writes a name-based checkpoint (what tf.compat.v1.train.Saver writes)."""
-  names = sorted(tensors)
-  tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[''] * len(names),
-                    tensors=[tf.constant(tensors[n]) for n in names])
+  return tf1_names.tf1_names(tf1_checkpoint.backbone_units(backbone, mobile))
 
 
 @pytest.fixture(name='tiny', scope='module')
@@ -83,7 +69,7 @@ def test_restores_raw_weights_and_ignores_bookkeeping(tiny, tmp_path):
   trainable = [n for n in raw if not n.endswith(('moving_mean', 'moving_variance'))]
   tensors.update({f'{n}/Momentum': raw[n] * 0 + 7.0 for n in trainable})
   tensors.update({f'{n}/ExponentialMovingAverage': raw[n] + 1.0 for n in raw})
-  _save_tf1(str(tmp_path / 'ckpt' / 'model.ckpt-1234'), tensors)
+  tf1_names.save_tf1(str(tmp_path / 'ckpt' / 'model.ckpt-1234'), tensors)
 
   result = _convert(str(tmp_path / 'ckpt'), str(tmp_path / 'raw'), tiny[0])
   values = {v.name: v.numpy() for v in result.model.weights}
@@ -107,7 +93,7 @@ def test_restores_raw_weights_and_ignores_bookkeeping(tiny, tmp_path):
 
 def test_use_ema_without_shadows_is_refused(tiny, tmp_path):
   _, _, raw = tiny
-  _save_tf1(str(tmp_path / 'model.ckpt'), raw)
+  tf1_names.save_tf1(str(tmp_path / 'model.ckpt'), raw)
   with pytest.raises(tf1_checkpoint.ConversionError, match='no ExponentialMovingAverage'):
     _convert(str(tmp_path / 'model.ckpt'), str(tmp_path / 'out'), tiny[0], use_ema=True)
 
@@ -120,7 +106,7 @@ def test_unknown_and_misshaped_variables_are_listed_and_refused(tiny, tmp_path):
   bad = 'spinenet/sub_policy3/scale_permuted_block_5/conv2d_1/kernel'
   tensors[bad] = np.zeros([3, 3, 1, 1], np.float32)
   tensors['spinenet/conv2d/kernel/Momentum_1'] = np.zeros([2], np.float32)  # no such slot
-  _save_tf1(str(tmp_path / 'model.ckpt'), tensors)
+  tf1_names.save_tf1(str(tmp_path / 'model.ckpt'), tensors)
   with pytest.raises(tf1_checkpoint.ConversionError) as info:
     _convert(str(tmp_path / 'model.ckpt'), str(tmp_path / 'out'), tiny[0])
   message = str(info.value)
@@ -134,12 +120,12 @@ def test_unknown_and_misshaped_variables_are_listed_and_refused(tiny, tmp_path):
 def test_missing_layers_and_the_wrong_family_are_named(tiny, tmp_path):
   _, _, raw = tiny
   dropped = {n: v for n, v in raw.items() if '/sub_policy14/' not in n}
-  _save_tf1(str(tmp_path / 'a' / 'model.ckpt'), dropped)
+  tf1_names.save_tf1(str(tmp_path / 'a' / 'model.ckpt'), dropped)
   with pytest.raises(tf1_checkpoint.ConversionError,
                      match=r'sub_policy14/resample_with_alpha_resample_14_0/conv2d\*: 0 '
                            r'layers in the checkpoint, \d in our model'):
     _convert(str(tmp_path / 'a' / 'model.ckpt'), str(tmp_path / 'out_a'), tiny[0])
-  _save_tf1(str(tmp_path / 'b' / 'model.ckpt'),
+  tf1_names.save_tf1(str(tmp_path / 'b' / 'model.ckpt'),
             {'spinenet_mbconv/conv2d/kernel': np.zeros([3, 3, 3, 8], np.float32)})
   with pytest.raises(tf1_checkpoint.ConversionError, match='use --model=MB-49'):
     tf1_checkpoint.convert(str(tmp_path / 'b' / 'model.ckpt'), '49', 'retinanet',
@@ -149,7 +135,7 @@ def test_missing_layers_and_the_wrong_family_are_named(tiny, tmp_path):
 def test_directory_without_checkpoint_file_takes_the_highest_step(tiny, tmp_path):
   _, _, raw = tiny
   for step in (900, 12000, 3000):
-    _save_tf1(str(tmp_path / f'model.ckpt-{step}'), raw)
+    tf1_names.save_tf1(str(tmp_path / f'model.ckpt-{step}'), raw)
   assert tf1_checkpoint.checkpoint_prefix(str(tmp_path)) == str(tmp_path / 'model.ckpt-12000')
   assert tf1_checkpoint.is_tf1_checkpoint(str(tmp_path))
   os.makedirs(tmp_path / 'empty')
@@ -177,7 +163,7 @@ def test_fixed_padding_is_symmetric_where_same_is_not():
 
 def test_cli_detects_the_format(tiny, tmp_path):
   _, _, raw = tiny
-  _save_tf1(str(tmp_path / 'model.ckpt'), dict(raw, global_step=np.int64(5)))
+  tf1_names.save_tf1(str(tmp_path / 'model.ckpt'), dict(raw, global_step=np.int64(5)))
   flags.FLAGS.mark_as_parsed()
   # Detected as TF1 (the TF1 converter's refusal: a SpineNet backbone, not MBConv).
   with flagsaver.flagsaver(checkpoint=str(tmp_path / 'model.ckpt'), model='MB-49',

@@ -29,32 +29,12 @@ import tensorflow as tf
 from benchmarks import _tf1_maskrcnn_parity as parity
 from spinenet.modeling import registry
 from spinenet.training import tf1_checkpoint
+import tf1_names
 
 SIZE = 128
 TINY = dict(filter_size_scale=0.25, endpoints_num_filters=16, min_level=3, max_level=7)
 HEADS = dict(rpn_convs=2, rpn_filters=8, box_convs=2, box_filters=8, fc_dims=16,
              mask_convs=3, mask_filters=8)
-
-
-def _tf1_names(units):
-  """`{TF1 name: our variable}`: the converter's naming rule, inverted."""
-  counters, names = {}, {}
-  for scope, kind, _, leaves in units:
-    n = counters.get((scope, kind), 0)
-    counters[(scope, kind)] = n + 1
-    if kind == 'conv' and scope == 'fast_rcnn_head':
-      layer = f'conv_{n}'
-    else:
-      layer = kind if n == 0 else f'{kind}_{n}'
-    for leaf, var in leaves.items():
-      names[f'{scope}/{layer}/{leaf}'] = var
-  return names
-
-
-def _save_tf1(prefix, tensors):
-  names = sorted(tensors)
-  tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[''] * len(names),
-                    tensors=[tf.constant(tensors[n]) for n in names])
 
 
 def test_maskrcnn_checkpoint_converts_with_its_head_sizes(tmp_path):
@@ -68,7 +48,7 @@ def test_maskrcnn_checkpoint_converts_with_its_head_sizes(tmp_path):
   assert source.detection_config.box_coding == 'tf1'
   units = (tf1_checkpoint.backbone_units(source.backbone, mobile=False)
            + tf1_checkpoint.maskrcnn_head_units(source))
-  names = _tf1_names(units)
+  names = tf1_names.tf1_names(units)
   assert len(names) == len(source.weights)
   assert {'rpn_head/rpn-1/kernel', 'rpn_head/rpn-l7-bn-1/gamma',
           'fast_rcnn_head/conv_1/kernel', 'fast_rcnn_head/batch_normalization_2/beta',
@@ -77,7 +57,7 @@ def test_maskrcnn_checkpoint_converts_with_its_head_sizes(tmp_path):
           'mask_head/mask_fcn_logits/bias'} <= set(names)
   rng = np.random.default_rng(0)
   raw = {n: rng.normal(size=v.shape).astype(np.float32) for n, v in names.items()}
-  _save_tf1(str(tmp_path / 'ckpt' / 'model.ckpt-10'), dict(raw, global_step=np.int64(10)))
+  tf1_names.save_tf1(str(tmp_path / 'ckpt' / 'model.ckpt-10'), dict(raw, global_step=np.int64(10)))
 
   # The heads' depths and widths and the class count come from the checkpoint
   # (the converter builds its model with them; the TINY backbone needs
@@ -100,7 +80,7 @@ def test_maskrcnn_checkpoint_converts_with_its_head_sizes(tmp_path):
     tf1_checkpoint.convert(str(tmp_path / 'ckpt'), '49S', 'retinanet',
                            str(tmp_path / 'out_retinanet'))
   dropped = {n: v for n, v in raw.items() if not n.startswith('mask_head/mask-conv-l2/')}
-  _save_tf1(str(tmp_path / 'bad' / 'model.ckpt'), dropped)
+  tf1_names.save_tf1(str(tmp_path / 'bad' / 'model.ckpt'), dropped)
   with pytest.raises(tf1_checkpoint.ConversionError, match='mask_head/mask-conv-l2'):
     tf1_checkpoint.convert(str(tmp_path / 'bad' / 'model.ckpt'), '49S', 'maskrcnn',
                            str(tmp_path / 'out_bad'), model=target)
